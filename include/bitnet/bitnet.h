@@ -1,0 +1,90 @@
+/* libbitnet: the engine behind bitnetd and the bitnet tool.
+ *
+ *   model   = bn_model_load(path)          maps + validates one GGUF (weights stay in the map)
+ *   kernel  = bn_kernel_load(dir, name)    lib/kernels.h: the plugin with the hot loops
+ *   pool    = bn_pool_new(threads, cpus)   lib/pool.h: pinned workers
+ *   ctx     = bn_ctx_new(model, kernel, pool, n_ctx, n_seq)   KV cache + scratch
+ *   bn_decode(ctx, batch, logits)          one forward pass over any mix of tokens/sequences
+ *
+ * Every function returns 0 or a negative errno and fills a struct bn_error (lib/error.h). */
+#ifndef BITNET_BITNET_H
+#define BITNET_BITNET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct bn_error;
+struct bn_model;
+struct bn_ctx;
+struct bn_kernel;
+struct bn_pool;
+struct bn_gguf;
+
+enum bn_arch {
+	BN_ARCH_BITNET_B158 = 0,   /* "bitnet-b1.58": squared ReLU */
+	BN_ARCH_BITNET_25 = 1,     /* "bitnet-25": same graph */
+	BN_ARCH_BITNET = 2,        /* "bitnet": SiLU, optional per-projection .scale tensors */
+};
+
+struct bn_hparams {
+	char arch_name[32];
+	enum bn_arch arch;
+	uint32_t n_embd, n_ff, n_layer, n_head, n_head_kv, head_dim;
+	uint32_t n_vocab, n_ctx_train;
+	float rope_base, eps;
+	bool silu;                 /* FFN activation: SiLU, else squared ReLU */
+};
+
+struct bn_model_opts {
+	bool mlock;                /* lock the mapped weights in memory */
+	bool rescale_gamma;        /* experimental: multiply norm weights by sqrt(len) (issue 4) */
+	bool strict;               /* refuse any weight correction or fallback */
+};
+
+int bn_model_load(struct bn_model **out, const char *path, const struct bn_model_opts *opts,
+                  struct bn_error *err);
+void bn_model_free(struct bn_model *m);
+const struct bn_hparams *bn_model_hparams(const struct bn_model *m);
+const struct bn_gguf *bn_model_gguf(const struct bn_model *m);
+const char *bn_model_path(const struct bn_model *m);
+/* Bytes of weights copied out of the map at load (0 for an I2_S file). */
+size_t bn_model_bytes_copied(const struct bn_model *m);
+/* Name of the projection weight type, e.g. "i2_s". */
+const char *bn_model_weight_type(const struct bn_model *m);
+
+enum bn_kv_type { BN_KV_F16 = 0 };
+
+struct bn_ctx_opts {
+	uint32_t n_ctx;            /* 0: the model's context length */
+	uint32_t n_seq;            /* sequences that can be decoded together (>= 1) */
+	uint32_t n_batch;          /* most tokens per bn_decode call (0: 512) */
+};
+
+int bn_ctx_new(struct bn_ctx **out, struct bn_model *m, struct bn_kernel *k, struct bn_pool *p,
+               const struct bn_ctx_opts *opts, struct bn_error *err);
+void bn_ctx_free(struct bn_ctx *c);
+/* Swap kernel or pool between decode calls (reload). */
+void bn_ctx_set_kernel(struct bn_ctx *c, struct bn_kernel *k);
+void bn_ctx_set_pool(struct bn_ctx *c, struct bn_pool *p);
+uint32_t bn_ctx_n_ctx(const struct bn_ctx *c);
+uint32_t bn_ctx_n_batch(const struct bn_ctx *c);
+/* Forget a sequence's cached tokens. */
+void bn_ctx_seq_clear(struct bn_ctx *c, uint32_t seq);
+uint32_t bn_ctx_seq_len(const struct bn_ctx *c, uint32_t seq);
+
+/* One forward pass. Token i belongs to sequence seq[i] at position pos[i]; positions of a
+ * sequence continue its cache (pos <= cached length; a smaller pos rewinds, once per
+ * sequence per batch). want[i] (NULL: only the last token) selects the rows written to
+ * logits, in batch order: logits is [n_wanted][n_vocab] f32. */
+struct bn_batch {
+	uint32_t n;
+	const int32_t *token;      /* [n] */
+	const uint32_t *pos;       /* [n] */
+	const uint32_t *seq;       /* [n] */
+	const bool *want;          /* [n] or NULL */
+};
+
+int bn_decode(struct bn_ctx *c, const struct bn_batch *b, float *logits, struct bn_error *err);
+
+#endif

@@ -1,0 +1,84 @@
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "error.h"
+
+struct err_row {
+	int code;              /* positive errno */
+	const char *text;
+	const char *dbus;
+};
+
+/* The one table: errno -> text -> D-Bus error name. */
+static const struct err_row err_table[] = {
+	{ EINVAL,    "invalid argument",              "org.freedesktop.DBus.Error.InvalidArgs" },
+	{ ENOMEM,    "out of memory",                 "org.freedesktop.DBus.Error.NoMemory" },
+	{ EACCES,    "permission denied",             "org.freedesktop.DBus.Error.AccessDenied" },
+	{ EPERM,     "operation not permitted",       "org.freedesktop.DBus.Error.AccessDenied" },
+	{ EBUSY,     "busy",                          "org.bitnetd.Daemon1.Error.Busy" },
+	{ EAGAIN,    "queue full",                    "org.bitnetd.Daemon1.Error.Busy" },
+	{ ENOSPC,    "context full",                  "org.bitnetd.Daemon1.Error.ContextFull" },
+	{ EBADMSG,   "invalid model file",            "org.bitnetd.Daemon1.Error.InvalidModel" },
+	{ EPROTO,    "invalid model file",            "org.bitnetd.Daemon1.Error.InvalidModel" },
+	{ EOVERFLOW, "value out of range",            "org.bitnetd.Daemon1.Error.InvalidModel" },
+	{ ENOTSUP,   "unsupported",                   "org.bitnetd.Daemon1.Error.InvalidModel" },
+	{ ENOEXEC,   "no usable kernel plugin",       "org.bitnetd.Daemon1.Error.NoKernel" },
+	{ ENODEV,    "CPU lacks required features",   "org.bitnetd.Daemon1.Error.NoKernel" },
+	{ ENOENT,    "not found",                     "org.freedesktop.DBus.Error.FileNotFound" },
+	{ ECANCELED, "cancelled",                     "org.bitnetd.Daemon1.Error.Cancelled" },
+	{ EALREADY,  "not ready",                     "org.bitnetd.Daemon1.Error.NotReady" },
+	{ ERANGE,    "out of range",                  "org.freedesktop.DBus.Error.InvalidArgs" },
+	{ EILSEQ,    "invalid UTF-8",                 "org.freedesktop.DBus.Error.InvalidArgs" },
+	{ E2BIG,     "too large",                     "org.freedesktop.DBus.Error.InvalidArgs" },
+	{ EIO,       "I/O error",                     "org.freedesktop.DBus.Error.IOError" },
+};
+
+static const struct err_row *err_find(int code)
+{
+	if (code < 0)
+		code = -code;
+	for (size_t i = 0; i < sizeof(err_table) / sizeof(err_table[0]); i++)
+		if (err_table[i].code == code)
+			return &err_table[i];
+	return NULL;
+}
+
+const char *bn_strerror(int code)
+{
+	const struct err_row *r = err_find(code);
+	return r ? r->text : strerror(code < 0 ? -code : code);
+}
+
+const char *bn_error_dbus_name(int code)
+{
+	const struct err_row *r = err_find(code);
+	return r ? r->dbus : "org.freedesktop.DBus.Error.Failed";
+}
+
+int bn_err_set(struct bn_error *err, int code, const char *fmt, ...)
+{
+	if (err) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+		va_end(ap);
+		err->code = code;
+	}
+	return code;
+}
+
+int bn_err_prefix(struct bn_error *err, const char *fmt, ...)
+{
+	if (!err)
+		return -EINVAL;
+	char pre[256], old[sizeof(err->msg)];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(pre, sizeof(pre), fmt, ap);
+	va_end(ap);
+	memcpy(old, err->msg, sizeof(old));
+	snprintf(err->msg, sizeof(err->msg), "%s: %s", pre, old);
+	return err->code;
+}

@@ -1,0 +1,493 @@
+/* The BitNet b1.58 forward pass (spec section 2) with the rounding points of the golden
+ * README rules 1-6. Every per-token step depends only on that token's data, so the logits do
+ * not depend on how tokens are batched, which plugin runs, or how many threads split rows. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "forward.h"
+#include "gguf.h"
+#include "kernels.h"
+#include "model.h"
+#include "pool.h"
+
+struct bn_ctx {
+	struct bn_model *m;
+	struct bn_kernel *kernel;
+	struct bn_pool *pool;
+	const struct bn_kernel_ops *ops;
+	uint32_t n_ctx, n_seq, n_batch;
+	uint32_t kvd;                 /* n_head_kv * head_dim */
+	uint32_t *seq_len;            /* [n_seq] cached positions per sequence */
+
+	uint16_t *kcache, *vcache;    /* [n_layer][n_seq][n_ctx][kvd] f16, lazily backed */
+	size_t kv_bytes;              /* bytes of each cache mapping */
+
+	/* Scratch for n_batch tokens; W = max(n_embd, n_ff). */
+	float *x;                     /* [n_batch][n_embd] residual stream */
+	float *h;                     /* [n_batch][W] normed projection input */
+	int8_t *q8;                   /* [n_batch][W] quantized projection input */
+	float *qscale;                /* [n_batch] */
+	int32_t *qsum;                /* [n_batch] */
+	float *Q;                     /* [n_batch][n_embd] */
+	float *K, *V;                 /* [n_batch][kvd] */
+	uint16_t *q16;                /* [n_batch][n_embd] rotated q in f16 (rule 4) */
+	float *att;                   /* [n_batch][n_embd] attention output */
+	float *gate, *up;             /* [n_batch][n_ff] */
+	float *tmp;                   /* [n_batch][n_embd] projection output before the add */
+	float *rcos, *rsin;           /* [n_batch][head_dim/2] rope tables */
+	uint16_t *y16;                /* [n_batch][n_embd] final normed state in f16 */
+	float *ahead;                 /* [n_threads][n_ctx] attention scratch */
+	unsigned ahead_threads;
+};
+
+void bn_rope_table(uint32_t pos, uint32_t hd, float base, float *c, float *s)
+{
+	/* theta_i = pos * ts^i by repeated f32 multiplication; cos/sin rounded to f32. */
+	float ts = powf(base, -2.0f / (float)hd);
+	float theta = (float)pos;
+	for (uint32_t i = 0; i < hd / 2; i++) {
+		c[i] = (float)cos((double)theta);
+		s[i] = (float)sin((double)theta);
+		theta *= ts;
+	}
+}
+
+void bn_rope_apply(float *v, uint32_t hd, const float *c, const float *s)
+{
+	uint32_t half = hd / 2;
+	for (uint32_t i = 0; i < half; i++) {
+		float x0 = v[i], x1 = v[i + half];
+		v[i] = x0 * c[i] - x1 * s[i];
+		v[i + half] = x0 * s[i] + x1 * c[i];
+	}
+}
+
+/* ---- context ------------------------------------------------------------------------- */
+
+static void *xalloc(size_t bytes)
+{
+	void *p = NULL;
+	if (posix_memalign(&p, 64, bytes ? bytes : 1))
+		return NULL;
+	memset(p, 0, bytes);
+	return p;
+}
+
+static void ctx_free_scratch(struct bn_ctx *c)
+{
+	void *bufs[] = { c->x, c->h, c->q8, c->qscale, c->qsum, c->Q, c->K, c->V, c->q16, c->att,
+	                 c->gate, c->up, c->tmp, c->rcos, c->rsin, c->y16, c->ahead };
+	for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
+		free(bufs[i]);
+}
+
+int bn_ctx_new(struct bn_ctx **out, struct bn_model *m, struct bn_kernel *k, struct bn_pool *p,
+               const struct bn_ctx_opts *opts, struct bn_error *err)
+{
+	static const struct bn_ctx_opts defaults = { 0, 1, 0 };
+	if (!opts)
+		opts = &defaults;
+	*out = NULL;
+	const struct bn_hparams *hp = &m->hp;
+	uint32_t n_ctx = opts->n_ctx ? opts->n_ctx : hp->n_ctx_train;
+	uint32_t n_seq = opts->n_seq ? opts->n_seq : 1;
+	uint32_t n_batch = opts->n_batch ? opts->n_batch : 512;
+	if (n_ctx > (1u << 22) || n_seq > 256 || n_batch > 65536)
+		return bn_err_set(err, -EINVAL, "context %u / sequences %u / batch %u out of range",
+		                  n_ctx, n_seq, n_batch);
+	if (!k)
+		return bn_err_set(err, -EINVAL, "no kernel plugin given");
+	struct bn_ctx *c = calloc(1, sizeof(*c));
+	if (!c)
+		return bn_err_set(err, -ENOMEM, "out of memory");
+	c->m = m;
+	c->kernel = k;
+	c->ops = &k->ops;
+	c->pool = p;
+	c->n_ctx = n_ctx;
+	c->n_seq = n_seq;
+	c->n_batch = n_batch;
+	c->kvd = hp->n_head_kv * hp->head_dim;
+	c->seq_len = calloc(n_seq, sizeof(uint32_t));
+	/* The caches are reserved, not committed: pages appear as positions are written. */
+	c->kv_bytes = (size_t)hp->n_layer * n_seq * n_ctx * c->kvd * sizeof(uint16_t);
+	c->kcache = mmap(NULL, c->kv_bytes, PROT_READ | PROT_WRITE,
+	                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	c->vcache = mmap(NULL, c->kv_bytes, PROT_READ | PROT_WRITE,
+	                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (c->kcache == MAP_FAILED)
+		c->kcache = NULL;
+	if (c->vcache == MAP_FAILED)
+		c->vcache = NULL;
+	size_t W = hp->n_embd > hp->n_ff ? hp->n_embd : hp->n_ff, B = n_batch;
+	c->x = xalloc(B * hp->n_embd * sizeof(float));
+	c->h = xalloc(B * W * sizeof(float));
+	c->q8 = xalloc(B * W);
+	c->qscale = xalloc(B * sizeof(float));
+	c->qsum = xalloc(B * sizeof(int32_t));
+	c->Q = xalloc(B * hp->n_embd * sizeof(float));
+	c->K = xalloc(B * c->kvd * sizeof(float));
+	c->V = xalloc(B * c->kvd * sizeof(float));
+	c->q16 = xalloc(B * hp->n_embd * sizeof(uint16_t));
+	c->att = xalloc(B * hp->n_embd * sizeof(float));
+	c->gate = xalloc(B * hp->n_ff * sizeof(float));
+	c->up = xalloc(B * hp->n_ff * sizeof(float));
+	c->tmp = xalloc(B * hp->n_embd * sizeof(float));
+	c->rcos = xalloc(B * hp->head_dim / 2 * sizeof(float));
+	c->rsin = xalloc(B * hp->head_dim / 2 * sizeof(float));
+	c->y16 = xalloc(B * hp->n_embd * sizeof(uint16_t));
+	if (!c->seq_len || !c->kcache || !c->vcache || !c->x || !c->h || !c->q8 || !c->qscale ||
+	    !c->qsum || !c->Q || !c->K || !c->V || !c->q16 || !c->att || !c->gate || !c->up ||
+	    !c->tmp || !c->rcos || !c->rsin || !c->y16) {
+		bn_ctx_free(c);
+		return bn_err_set(err, -ENOMEM, "out of memory for a context of %u positions x %u "
+		                  "sequences (KV cache %zu MiB)", n_ctx, n_seq, 2 * c->kv_bytes >> 20);
+	}
+	*out = c;
+	return 0;
+}
+
+void bn_ctx_free(struct bn_ctx *c)
+{
+	if (!c)
+		return;
+	if (c->kcache)
+		munmap(c->kcache, c->kv_bytes);
+	if (c->vcache)
+		munmap(c->vcache, c->kv_bytes);
+	ctx_free_scratch(c);
+	free(c->seq_len);
+	free(c);
+}
+
+void bn_ctx_set_kernel(struct bn_ctx *c, struct bn_kernel *k)
+{
+	c->kernel = k;
+	c->ops = &k->ops;
+}
+
+void bn_ctx_set_pool(struct bn_ctx *c, struct bn_pool *p)
+{
+	c->pool = p;
+}
+
+uint32_t bn_ctx_n_ctx(const struct bn_ctx *c) { return c->n_ctx; }
+uint32_t bn_ctx_n_batch(const struct bn_ctx *c) { return c->n_batch; }
+
+void bn_ctx_seq_clear(struct bn_ctx *c, uint32_t seq)
+{
+	if (seq < c->n_seq)
+		c->seq_len[seq] = 0;
+}
+
+uint32_t bn_ctx_seq_len(const struct bn_ctx *c, uint32_t seq)
+{
+	return seq < c->n_seq ? c->seq_len[seq] : 0;
+}
+
+static inline uint16_t *kv_at(const struct bn_ctx *c, uint16_t *cache, uint32_t l, uint32_t s,
+                              uint32_t t)
+{
+	return cache + (((size_t)l * c->n_seq + s) * c->n_ctx + t) * c->kvd;
+}
+
+/* ---- parallel steps ---------------------------------------------------------------- */
+
+struct gemm_job {
+	const struct bn_ctx *c;
+	const struct bn_tmat *w[3];
+	float *y[3];                  /* [m][w->rows] each */
+	unsigned nw;
+	size_t m;
+};
+
+static void gemm_worker(void *arg, unsigned idx, unsigned n)
+{
+	const struct gemm_job *j = arg;
+	size_t total = 0;
+	for (unsigned i = 0; i < j->nw; i++)
+		total += j->w[i]->rows;
+	size_t lo, hi;
+	bn_pool_split(total, 16, idx, n, &lo, &hi);
+	size_t base = 0;
+	for (unsigned i = 0; i < j->nw && lo < hi; i++) {
+		const struct bn_tmat *w = j->w[i];
+		size_t a = lo > base ? lo - base : 0, b = hi - base < w->rows ? hi - base : w->rows;
+		if (lo < base + w->rows && hi > base && a < b)
+			j->c->ops->ternary_gemm(w->codes, w->k, a, b, w->scale, j->c->q8, j->c->qscale,
+			                        j->c->qsum, j->m, j->y[i], w->rows);
+		base += w->rows;
+	}
+}
+
+static void run_gemm(struct bn_ctx *c, size_t m, unsigned nw, const struct bn_tmat *w0, float *y0,
+                     const struct bn_tmat *w1, float *y1, const struct bn_tmat *w2, float *y2)
+{
+	struct gemm_job j = { c, { w0, w1, w2 }, { y0, y1, y2 }, nw, m };
+	bn_pool_run(c->pool, gemm_worker, &j);
+	/* `bitnet` arch: the .scale tensor multiplies the projection's output. */
+	for (unsigned i = 0; i < nw; i++) {
+		if (!j.w[i]->has_out_scale)
+			continue;
+		float s = j.w[i]->out_scale;
+		for (size_t e = 0; e < m * j.w[i]->rows; e++)
+			j.y[i][e] *= s;
+	}
+}
+
+/* Norm (+ optional activation) then int8 quantization of each token, into c->h / c->q8. */
+struct normq_job {
+	struct bn_ctx *c;
+	const float *src;             /* [m][len] */
+	const float *g, *u;           /* FFN inputs [m][len] when src is NULL */
+	const float *w;               /* [len] norm weight */
+	size_t len, m;
+	bool silu;
+};
+
+static void normq_token(const struct normq_job *j, size_t i)
+{
+	struct bn_ctx *c = j->c;
+	size_t W = c->m->hp.n_embd > c->m->hp.n_ff ? c->m->hp.n_embd : c->m->hp.n_ff;
+	float *h = c->h + i * W;
+	const float *src = j->src ? j->src + i * j->len : h;
+	if (!j->src) {   /* FFN: relu(g)^2 * u, or silu(g) * u */
+		const float *g = j->g + i * j->len, *u = j->u + i * j->len;
+		for (size_t e = 0; e < j->len; e++) {
+			float a;
+			if (j->silu) {
+				a = g[e] / (1.0f + expf(-g[e]));
+			} else {
+				a = g[e] > 0.0f ? g[e] : 0.0f;
+				a = a * a;
+			}
+			h[e] = a * u[e];
+		}
+	}
+	c->ops->rmsnorm(src, j->w, j->len, c->m->hp.eps, h);
+	/* q8 rows have the projection's width as stride, as ternary_gemm reads them */
+	c->ops->quantize_i8(h, j->len, c->q8 + i * j->len, &c->qscale[i], &c->qsum[i]);
+}
+
+static void normq_worker(void *arg, unsigned idx, unsigned n)
+{
+	const struct normq_job *j = arg;
+	size_t lo, hi;
+	bn_pool_split(j->m, 1, idx, n, &lo, &hi);
+	for (size_t i = lo; i < hi; i++)
+		normq_token(j, i);
+}
+
+static void run_normq(struct bn_ctx *c, const struct normq_job *j)
+{
+	if (j->m == 1)
+		normq_token(j, 0);   /* decode: not worth a dispatch */
+	else
+		bn_pool_run(c->pool, normq_worker, (void *)j);
+}
+
+struct attn_job {
+	struct bn_ctx *c;
+	uint32_t layer;
+	const uint32_t *pos, *seq;
+	size_t m;
+};
+
+static void attn_worker(void *arg, unsigned idx, unsigned n)
+{
+	const struct attn_job *j = arg;
+	struct bn_ctx *c = j->c;
+	const struct bn_hparams *hp = &c->m->hp;
+	uint32_t hd = hp->head_dim, group = hp->n_head / hp->n_head_kv;
+	float scale = 1.0f / sqrtf((float)hd);
+	float *scratch = c->ahead + (size_t)idx * c->n_ctx;   /* [n_ctx] */
+	size_t lo, hi;
+	bn_pool_split(j->m * hp->n_head, 1, idx, n, &lo, &hi);
+	for (size_t p = lo; p < hi; p++) {
+		size_t i = p / hp->n_head;
+		uint32_t h = (uint32_t)(p % hp->n_head), g = h / group;
+		const uint16_t *k = kv_at(c, c->kcache, j->layer, j->seq[i], 0) + (size_t)g * hd;
+		const uint16_t *v = kv_at(c, c->vcache, j->layer, j->seq[i], 0) + (size_t)g * hd;
+		c->ops->attn_head(c->q16 + i * hp->n_embd + (size_t)h * hd, k, v, c->kvd,
+		                  (size_t)j->pos[i] + 1, hd, scale,
+		                  c->att + i * hp->n_embd + (size_t)h * hd, scratch);
+	}
+}
+
+struct head_job {
+	struct bn_ctx *c;
+	size_t m;
+	float *logits;                /* [m][n_vocab] */
+};
+
+static void head_worker(void *arg, unsigned idx, unsigned n)
+{
+	const struct head_job *j = arg;
+	const struct bn_model *m = j->c->m;
+	size_t V = m->hp.n_vocab, E = m->hp.n_embd, lo, hi;
+	bn_pool_split(V, 64, idx, n, &lo, &hi);
+	if (lo >= hi)
+		return;
+	if (m->head_type == BN_TYPE_F16) {
+		j->c->ops->f16_gemm(m->head, E, lo, hi, j->c->y16, j->m, j->logits, V);
+		return;
+	}
+	/* F32 / BF16 heads: portable code over the f32 normed state (no f16 rounding). */
+	for (size_t r = lo; r < hi; r++) {
+		for (size_t i = 0; i < j->m; i++) {
+			const float *y = j->c->h + i * E;
+			float acc = 0.0f;
+			for (size_t e = 0; e < E; e++) {
+				float w = m->head_type == BN_TYPE_F32 ? ((const float *)m->head)[r * E + e]
+				        : bn_bf16_to_f32(((const uint16_t *)m->head)[r * E + e]);
+				acc += w * y[e];
+			}
+			j->logits[i * V + r] = acc;
+		}
+	}
+}
+
+/* ---- the pass ---------------------------------------------------------------------- */
+
+static void embed(const struct bn_model *m, int32_t tok, float *x)
+{
+	size_t E = m->hp.n_embd, off = (size_t)tok * E;
+	for (size_t e = 0; e < E; e++) {
+		switch (m->embd_type) {
+		case BN_TYPE_F16:
+			x[e] = bn_f16_to_f32(((const uint16_t *)m->tok_embd)[off + e]);
+			break;
+		case BN_TYPE_BF16:
+			x[e] = bn_bf16_to_f32(((const uint16_t *)m->tok_embd)[off + e]);
+			break;
+		default:
+			x[e] = ((const float *)m->tok_embd)[off + e];
+		}
+	}
+}
+
+static int check_batch(struct bn_ctx *c, const struct bn_batch *b, uint32_t *new_len,
+                       struct bn_error *err)
+{
+	const struct bn_hparams *hp = &c->m->hp;
+	if (!b->n)
+		return 0;
+	if (b->n > c->n_batch)
+		return bn_err_set(err, -E2BIG, "batch of %u tokens exceeds the context's batch size %u",
+		                  b->n, c->n_batch);
+	memcpy(new_len, c->seq_len, c->n_seq * sizeof(uint32_t));
+	for (uint32_t i = 0; i < b->n; i++) {
+		uint32_t s = b->seq[i], p = b->pos[i];
+		if (b->token[i] < 0 || (uint32_t)b->token[i] >= hp->n_vocab)
+			return bn_err_set(err, -EINVAL, "token %d (batch index %u) is outside the vocabulary "
+			                  "(%u tokens)", b->token[i], i, hp->n_vocab);
+		if (s >= c->n_seq)
+			return bn_err_set(err, -EINVAL, "sequence %u (batch index %u) exceeds the context's "
+			                  "%u sequences", s, i, c->n_seq);
+		if (p >= c->n_ctx)
+			return bn_err_set(err, -ENOSPC, "sequence %u: position %u exceeds the context size %u",
+			                  s, p, c->n_ctx);
+		if (p > new_len[s])
+			return bn_err_set(err, -EINVAL, "sequence %u: position %u leaves a gap after %u "
+			                  "cached tokens", s, p, new_len[s]);
+		if (p < new_len[s]) {
+			/* A rewind is only safe for a sequence's first token in the batch: all K/V of
+			 * the batch are written before any attention reads them. */
+			for (uint32_t e = 0; e < i; e++)
+				if (b->seq[e] == s)
+					return bn_err_set(err, -EINVAL, "sequence %u: position %u goes back within "
+					                  "one batch", s, p);
+		}
+		new_len[s] = p + 1;
+	}
+	return 0;
+}
+
+int bn_decode(struct bn_ctx *c, const struct bn_batch *b, float *logits, struct bn_error *err)
+{
+	const struct bn_model *m = c->m;
+	const struct bn_hparams *hp = &m->hp;
+	uint32_t new_len[256];
+	int rc = check_batch(c, b, new_len, err);
+	if (rc || !b->n)
+		return rc;
+	unsigned nth = bn_pool_size(c->pool);
+	if (nth > c->ahead_threads) {
+		free(c->ahead);
+		c->ahead = xalloc((size_t)nth * c->n_ctx * sizeof(float));
+		c->ahead_threads = c->ahead ? nth : 0;
+		if (!c->ahead)
+			return bn_err_set(err, -ENOMEM, "out of memory");
+	}
+	size_t n = b->n, E = hp->n_embd, F = hp->n_ff, hd = hp->head_dim, kvd = c->kvd;
+	size_t W = E > F ? E : F;
+	for (size_t i = 0; i < n; i++) {
+		embed(m, b->token[i], c->x + i * E);
+		bn_rope_table(b->pos[i], (uint32_t)hd, hp->rope_base, c->rcos + i * hd / 2,
+		              c->rsin + i * hd / 2);
+	}
+	struct attn_job aj = { c, 0, b->pos, b->seq, n };
+	for (uint32_t l = 0; l < hp->n_layer; l++) {
+		const struct bn_layer *L = &m->layers[l];
+		struct normq_job nj = { c, c->x, NULL, NULL, L->attn_norm, E, n, false };
+		run_normq(c, &nj);
+		run_gemm(c, n, 3, &L->wq, c->Q, &L->wk, c->K, &L->wv, c->V);
+		for (size_t i = 0; i < n; i++) {
+			const float *rc_ = c->rcos + i * hd / 2, *rs_ = c->rsin + i * hd / 2;
+			float *q = c->Q + i * E, *k = c->K + i * kvd, *v = c->V + i * kvd;
+			for (uint32_t h = 0; h < hp->n_head; h++)
+				bn_rope_apply(q + h * hd, (uint32_t)hd, rc_, rs_);
+			for (uint32_t h = 0; h < hp->n_head_kv; h++)
+				bn_rope_apply(k + h * hd, (uint32_t)hd, rc_, rs_);
+			uint16_t *kc = kv_at(c, c->kcache, l, b->seq[i], b->pos[i]);
+			uint16_t *vc = kv_at(c, c->vcache, l, b->seq[i], b->pos[i]);
+			for (size_t e = 0; e < kvd; e++) {
+				kc[e] = bn_f32_to_f16(k[e]);
+				vc[e] = bn_f32_to_f16(v[e]);
+			}
+			for (size_t e = 0; e < E; e++)
+				c->q16[i * E + e] = bn_f32_to_f16(q[e]);
+		}
+		aj.layer = l;
+		bn_pool_run(c->pool, attn_worker, &aj);
+
+		nj = (struct normq_job){ c, c->att, NULL, NULL, L->attn_sub_norm, E, n, false };
+		run_normq(c, &nj);
+		run_gemm(c, n, 1, &L->wo, c->tmp, NULL, NULL, NULL, NULL);
+		for (size_t e = 0; e < n * E; e++)
+			c->x[e] += c->tmp[e];
+
+		nj = (struct normq_job){ c, c->x, NULL, NULL, L->ffn_norm, E, n, false };
+		run_normq(c, &nj);
+		run_gemm(c, n, 2, &L->wgate, c->gate, &L->wup, c->up, NULL, NULL);
+		nj = (struct normq_job){ c, NULL, c->gate, c->up, L->ffn_sub_norm, F, n, hp->silu };
+		run_normq(c, &nj);
+		run_gemm(c, n, 1, &L->wdown, c->tmp, NULL, NULL, NULL, NULL);
+		for (size_t e = 0; e < n * E; e++)
+			c->x[e] += c->tmp[e];
+	}
+	memcpy(c->seq_len, new_len, c->n_seq * sizeof(uint32_t));
+
+	/* Head: only the rows the caller wants. Normed state goes to c->h (f32) and c->y16. */
+	size_t nw = 0;
+	for (size_t i = 0; i < n; i++) {
+		bool want = b->want ? b->want[i] : i + 1 == n;
+		if (!want)
+			continue;
+		float *y = c->h + nw * E;
+		c->ops->rmsnorm(c->x + i * E, m->output_norm, E, hp->eps, y);
+		for (size_t e = 0; e < E; e++)
+			c->y16[nw * E + e] = bn_f32_to_f16(y[e]);
+		nw++;
+	}
+	(void)W;
+	if (nw && logits) {
+		struct head_job hj = { c, nw, logits };
+		bn_pool_run(c->pool, head_worker, &hj);
+	}
+	return 0;
+}

@@ -1,0 +1,33 @@
+/* Persistent worker pool pinned with hwloc: one worker per physical core the process may
+ * use (its CPU binding and cgroup), the calling thread being worker 0. Dispatch spins
+ * briefly, then sleeps on a futex, so an op costs microseconds, not a mutex round trip. */
+#ifndef BN_POOL_H
+#define BN_POOL_H
+
+#include <stdbool.h>
+
+#include "error.h"
+
+struct bn_pool;
+
+struct bn_pool_opts {
+	unsigned threads;     /* 0: one per usable physical core */
+	const char *cpus;     /* NULL, "" or "auto": all allowed; else a list like "0-3,8" */
+	bool smt;             /* also use SMT siblings */
+	bool bind;            /* pin workers (default in bn_pool_opts_default: true) */
+};
+
+typedef void (*bn_pool_fn)(void *arg, unsigned idx, unsigned n);
+
+void bn_pool_opts_default(struct bn_pool_opts *o);
+int bn_pool_new(struct bn_pool **out, const struct bn_pool_opts *o, struct bn_error *err);
+void bn_pool_free(struct bn_pool *p);
+unsigned bn_pool_size(const struct bn_pool *p);
+/* The OS CPU numbers the workers run on, e.g. "0,2" (worker order). */
+const char *bn_pool_cpus(const struct bn_pool *p);
+/* Runs fn(arg, i, n) on every worker i (the caller is worker 0) and waits for all. */
+void bn_pool_run(struct bn_pool *p, bn_pool_fn fn, void *arg);
+/* Splits [0, total) into n parts aligned to `align`: part i is [*lo, *hi). */
+void bn_pool_split(size_t total, size_t align, unsigned i, unsigned n, size_t *lo, size_t *hi);
+
+#endif

@@ -1,0 +1,134 @@
+/* bitnet: offline verbs on the same engine as bitnetd. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "log.h"
+#include "tools.h"
+
+static const struct {
+	const char *name;
+	int (*fn)(int, char **);
+	const char *help;
+} verbs[] = {
+	{ "inspect", cmd_inspect, "show a model's hyper-parameters, tokenizer and tensors" },
+	{ "logits", cmd_logits, "write the logits of a token list" },
+	{ "mkmodel", cmd_mkmodel, "write a synthetic BitNet model" },
+#ifdef BN_HAVE_TOKENIZE
+	{ "tokenize", cmd_tokenize, "text to token ids" },
+	{ "detokenize", cmd_detokenize, "token ids to text" },
+#endif
+#ifdef BN_HAVE_RUN
+	{ "run", cmd_run, "generate text from a prompt" },
+#endif
+	{ "kernels", cmd_kernels, "list kernel plugins and what this CPU can run" },
+#ifdef BN_HAVE_BENCH
+	{ "bench", cmd_bench, "prompt and generation speed" },
+#endif
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: bitnet VERB [options]   (bitnet VERB --help for a verb's options)\n\nverbs:\n");
+	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+		fprintf(f, "  %-11s %s\n", verbs[i].name, verbs[i].help);
+}
+
+static void stderr_sink(int level, const char *msg, void *user)
+{
+	(void)user;
+	const char *tag = level <= BN_LOG_ERR ? "error: " : level == BN_LOG_WARNING ? "warning: " : "";
+	fprintf(stderr, "bitnet: %s%s\n", tag, msg);
+}
+
+void tool_log_to_stderr(int verbose)
+{
+	bn_log_set_sink(stderr_sink, NULL);
+	bn_log_set_level(verbose > 1 ? BN_LOG_DEBUG : verbose ? BN_LOG_INFO : BN_LOG_WARNING);
+}
+
+void tool_error(const char *verb, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "bitnet %s: ", verb);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+}
+
+int tool_parse_tokens(const char *s, int32_t **out, uint32_t *n)
+{
+	size_t cap = 16, cnt = 0;
+	int32_t *v = malloc(cap * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	const char *p = s;
+	while (*p) {
+		char *end;
+		errno = 0;
+		long x = strtol(p, &end, 10);
+		if (end == p || errno || x < INT32_MIN || x > INT32_MAX || (*end && *end != ',')) {
+			free(v);
+			return -EINVAL;
+		}
+		if (cnt == cap) {
+			cap *= 2;
+			int32_t *nv = realloc(v, cap * sizeof(*v));
+			if (!nv) {
+				free(v);
+				return -ENOMEM;
+			}
+			v = nv;
+		}
+		v[cnt++] = (int32_t)x;
+		p = *end ? end + 1 : end;
+	}
+	if (!cnt) {
+		free(v);
+		return -EINVAL;
+	}
+	*out = v;
+	*n = (uint32_t)cnt;
+	return 0;
+}
+
+bool tool_parse_uint(const char *verb, const char *opt, const char *s, unsigned long min,
+                     unsigned long max, unsigned long *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (!*s || *end || errno || s[0] == '-' || v < min || v > max) {
+		tool_error(verb, "%s '%s': expected an integer in %lu..%lu", opt, s, min, max);
+		return false;
+	}
+	*out = v;
+	return true;
+}
+
+int main(int argc, char **argv)
+{
+	tool_log_to_stderr(0);
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(argv[1], "--version")) {
+		printf("bitnet %s\n", PACKAGE_VERSION);
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+		if (!strcmp(argv[1], verbs[i].name))
+			return verbs[i].fn(argc - 1, argv + 1);
+	fprintf(stderr, "bitnet: unknown verb '%s'\n", argv[1]);
+	usage(stderr);
+	return 2;
+}

@@ -1,0 +1,173 @@
+/* bitnet inspect: what a model file holds, validated by the same loader the daemon uses. */
+#include <getopt.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bitnet/bitnet.h"
+#include "error.h"
+#include "gguf.h"
+#include "model.h"
+#include "tools.h"
+
+static void inspect_usage(FILE *f)
+{
+	fprintf(f, "usage: bitnet inspect [--json] MODEL\n");
+}
+
+static json_object *jstr(struct bn_gguf_str s)
+{
+	return json_object_new_string_len(s.ptr, (int)(s.len > 4096 ? 4096 : s.len));
+}
+
+static void tokenizer_summary(const struct bn_gguf *g, json_object *j, FILE *txt)
+{
+	struct bn_gguf_str model = { 0, "" }, pre = { 0, "" };
+	bn_gguf_get_str(g, "tokenizer.ggml.model", &model);
+	bool has_pre = !bn_gguf_get_str(g, "tokenizer.ggml.pre", &pre);
+	const struct bn_gguf_kv *toks = bn_gguf_find_kv(g, "tokenizer.ggml.tokens");
+	const struct bn_gguf_kv *merges = bn_gguf_find_kv(g, "tokenizer.ggml.merges");
+	uint32_t bos = 0, eos = 0, eot = 0;
+	int hb = !bn_gguf_get_u32(g, "tokenizer.ggml.bos_token_id", &bos);
+	int he = !bn_gguf_get_u32(g, "tokenizer.ggml.eos_token_id", &eos);
+	int ht = !bn_gguf_get_u32(g, "tokenizer.ggml.eot_token_id", &eot);
+	unsigned long long nt = toks ? (unsigned long long)toks->arr_n : 0;
+	unsigned long long nm = merges ? (unsigned long long)merges->arr_n : 0;
+	if (j) {
+		json_object *t = json_object_new_object();
+		json_object_object_add(t, "model", jstr(model));
+		json_object_object_add(t, "pre", has_pre ? jstr(pre) : NULL);
+		json_object_object_add(t, "tokens", json_object_new_int64((int64_t)nt));
+		json_object_object_add(t, "merges", json_object_new_int64((int64_t)nm));
+		json_object_object_add(t, "bos", hb ? json_object_new_int64(bos) : NULL);
+		json_object_object_add(t, "eos", he ? json_object_new_int64(eos) : NULL);
+		json_object_object_add(t, "eot", ht ? json_object_new_int64(eot) : NULL);
+		json_object_object_add(j, "tokenizer", t);
+	} else {
+		fprintf(txt, "tokenizer: %.*s, pre-tokenizer %.*s, %llu tokens, %llu merges",
+		        (int)model.len, model.ptr, has_pre ? (int)pre.len : 9,
+		        has_pre ? pre.ptr : "(missing)", nt, nm);
+		if (hb)
+			fprintf(txt, ", bos %u", bos);
+		if (he)
+			fprintf(txt, ", eos %u", eos);
+		if (ht)
+			fprintf(txt, ", eot %u", eot);
+		fputc('\n', txt);
+	}
+}
+
+int cmd_inspect(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 }
+	};
+	bool json = false;
+	int c;
+	while ((c = getopt_long(argc, argv, "jh", lo, NULL)) != -1) {
+		switch (c) {
+		case 'j': json = true; break;
+		case 'h': inspect_usage(stdout); return 0;
+		default: inspect_usage(stderr); return 2;
+		}
+	}
+	if (optind + 1 != argc) {
+		inspect_usage(stderr);
+		return 2;
+	}
+	const char *path = argv[optind];
+	struct bn_error err = { 0 };
+	struct bn_model *m;
+	if (bn_model_load(&m, path, NULL, &err)) {
+		tool_error("inspect", "%s", err.msg);
+		return 1;
+	}
+	const struct bn_hparams *hp = bn_model_hparams(m);
+	const struct bn_gguf *g = bn_model_gguf(m);
+	uint64_t total = 0, ternary = 0;
+	for (uint64_t i = 0; i < g->n_tensors; i++) {
+		total += g->tensors[i].size;
+		if (g->tensors[i].type == BN_TYPE_I2_S || g->tensors[i].type == BN_TYPE_TQ1_0 ||
+		    g->tensors[i].type == BN_TYPE_TQ2_0)
+			ternary += g->tensors[i].size;
+	}
+	if (json) {
+		json_object *j = json_object_new_object(), *h = json_object_new_object();
+		json_object_object_add(j, "path", json_object_new_string(path));
+		json_object_object_add(j, "file_size", json_object_new_int64((int64_t)g->size));
+		json_object_object_add(j, "gguf_version", json_object_new_int(g->version));
+		json_object_object_add(j, "architecture", json_object_new_string(hp->arch_name));
+		json_object_object_add(h, "n_embd", json_object_new_int64(hp->n_embd));
+		json_object_object_add(h, "n_ff", json_object_new_int64(hp->n_ff));
+		json_object_object_add(h, "n_layer", json_object_new_int64(hp->n_layer));
+		json_object_object_add(h, "n_head", json_object_new_int64(hp->n_head));
+		json_object_object_add(h, "n_head_kv", json_object_new_int64(hp->n_head_kv));
+		json_object_object_add(h, "head_dim", json_object_new_int64(hp->head_dim));
+		json_object_object_add(h, "n_vocab", json_object_new_int64(hp->n_vocab));
+		json_object_object_add(h, "n_ctx", json_object_new_int64(hp->n_ctx_train));
+		json_object_object_add(h, "rope_freq_base", json_object_new_double(hp->rope_base));
+		json_object_object_add(h, "rms_eps", json_object_new_double(hp->eps));
+		json_object_object_add(h, "ffn", json_object_new_string(hp->silu ? "silu" : "relu2"));
+		json_object_object_add(j, "hparams", h);
+		json_object_object_add(j, "weight_type", json_object_new_string(bn_model_weight_type(m)));
+		tokenizer_summary(g, j, NULL);
+		json_object *ts = json_object_new_array();
+		for (uint64_t i = 0; i < g->n_tensors; i++) {
+			const struct bn_gguf_tensor *t = &g->tensors[i];
+			json_object *o = json_object_new_object(), *sh = json_object_new_array();
+			json_object_object_add(o, "name", json_object_new_string(t->name));
+			json_object_object_add(o, "type", json_object_new_string(bn_ggml_type_name(t->type)));
+			for (uint32_t d = 0; d < t->n_dims; d++)
+				json_object_array_add(sh, json_object_new_int64((int64_t)t->ne[d]));
+			json_object_object_add(o, "shape", sh);
+			json_object_object_add(o, "bytes", json_object_new_int64((int64_t)t->size));
+			json_object_object_add(o, "offset", json_object_new_int64((int64_t)(g->data_offset + t->offset)));
+			json_object_array_add(ts, o);
+		}
+		json_object_object_add(j, "tensors", ts);
+		json_object_object_add(j, "tensor_bytes", json_object_new_int64((int64_t)total));
+		json_object_object_add(j, "ternary_bytes", json_object_new_int64((int64_t)ternary));
+		json_object *cs = json_object_new_array();
+		for (size_t i = 0; i < m->n_corrections; i++) {
+			const struct bn_correction *cr = &m->corrections[i];
+			json_object *o = json_object_new_object();
+			json_object_object_add(o, "tensor", json_object_new_string(cr->tensor));
+			json_object_object_add(o, "kind", json_object_new_string(cr->kind));
+			json_object_object_add(o, "factor", json_object_new_double(cr->factor));
+			json_object_object_add(o, "rms_before", json_object_new_double(cr->rms_before));
+			json_object_object_add(o, "rms_after", json_object_new_double(cr->rms_after));
+			json_object_array_add(cs, o);
+		}
+		json_object_object_add(j, "corrections", cs);
+		puts(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+		json_object_put(j);
+	} else {
+		printf("file: %s (%zu bytes, GGUF v%u)\n", path, g->size, g->version);
+		printf("architecture: %s (FFN %s)\n", hp->arch_name, hp->silu ? "SiLU" : "squared ReLU");
+		printf("width %u, ff %u, layers %u, heads %u / kv %u (head dim %u), vocab %u, context %u\n",
+		       hp->n_embd, hp->n_ff, hp->n_layer, hp->n_head, hp->n_head_kv, hp->head_dim,
+		       hp->n_vocab, hp->n_ctx_train);
+		printf("rope base %g, rms eps %g, projections %s\n", (double)hp->rope_base,
+		       (double)hp->eps, bn_model_weight_type(m));
+		tokenizer_summary(g, NULL, stdout);
+		printf("\n%-32s %-6s %-18s %12s %12s\n", "tensor", "type", "shape", "bytes", "offset");
+		for (uint64_t i = 0; i < g->n_tensors; i++) {
+			const struct bn_gguf_tensor *t = &g->tensors[i];
+			char shape[64] = "";
+			size_t u = 0;
+			for (uint32_t d = 0; d < t->n_dims && u < sizeof(shape); d++)
+				u += (size_t)snprintf(shape + u, sizeof(shape) - u, "%s%llu", d ? " x " : "",
+				                      (unsigned long long)t->ne[d]);
+			printf("%-32s %-6s %-18s %12llu %12llu\n", t->name, bn_ggml_type_name(t->type), shape,
+			       (unsigned long long)t->size,
+			       (unsigned long long)(g->data_offset + t->offset));
+		}
+		printf("\n%llu tensors, %llu bytes (%llu ternary)\n", (unsigned long long)g->n_tensors,
+		       (unsigned long long)total, (unsigned long long)ternary);
+	}
+	bn_model_free(m);
+	return 0;
+}

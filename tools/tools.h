@@ -1,0 +1,29 @@
+/* bitnet: the offline tool. One verb per file; each returns the process exit status. */
+#ifndef BN_TOOLS_H
+#define BN_TOOLS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct bn_error;
+
+int cmd_inspect(int argc, char **argv);
+int cmd_logits(int argc, char **argv);
+int cmd_mkmodel(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_detokenize(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_kernels(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+/* Shared helpers (tools/bitnet.c). */
+void tool_log_to_stderr(int verbose);
+/* Prints "bitnet VERB: message" to stderr. */
+void tool_error(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Parses "1,2,3" into a malloc'd array. Returns 0 or -EINVAL. */
+int tool_parse_tokens(const char *s, int32_t **out, uint32_t *n);
+/* Parses a non-negative integer option value with range check; prints the error. */
+bool tool_parse_uint(const char *verb, const char *opt, const char *s, unsigned long min,
+                     unsigned long max, unsigned long *out);
+
+#endif
