@@ -21,9 +21,7 @@ static const struct {
 	{ "tokenize", cmd_tokenize, "text to token ids" },
 	{ "detokenize", cmd_detokenize, "token ids to text" },
 #endif
-#ifdef BN_HAVE_RUN
 	{ "run", cmd_run, "generate text from a prompt" },
-#endif
 	{ "kernels", cmd_kernels, "list kernel plugins and what this CPU can run" },
 #ifdef BN_HAVE_BENCH
 	{ "bench", cmd_bench, "prompt and generation speed" },
