@@ -108,6 +108,19 @@ bool tool_parse_uint(const char *verb, const char *opt, const char *s, unsigned 
 	return true;
 }
 
+long tool_rss_kb(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	long kb = -1;
+	while (f && fgets(line, sizeof(line), f))
+		if (!strncmp(line, "VmRSS:", 6))
+			kb = strtol(line + 6, NULL, 10);
+	if (f)
+		fclose(f);
+	return kb;
+}
+
 int main(int argc, char **argv)
 {
 	tool_log_to_stderr(0);

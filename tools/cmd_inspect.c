@@ -9,11 +9,106 @@
 #include "error.h"
 #include "gguf.h"
 #include "model.h"
+#include "norms.h"
 #include "tools.h"
 
 static void inspect_usage(FILE *f)
 {
-	fprintf(f, "usage: bitnet inspect [--json] MODEL\n");
+	fprintf(f, "usage: bitnet inspect [--json] MODEL\n"
+	           "       bitnet inspect --ln-stats [--gate none|warn|strict] [--policy FILE] [--json]\n"
+	           "                      [--rescale-gamma] [--strict] MODEL\n"
+	           "--ln-stats exit status: 0, or 8 when --gate strict finds a norm out of range\n");
+}
+
+static json_object *corrections_json(const struct bn_model *m)
+{
+	json_object *cs = json_object_new_array();
+	for (size_t i = 0; i < m->n_corrections; i++) {
+		const struct bn_correction *cr = &m->corrections[i];
+		json_object *o = json_object_new_object();
+		json_object_object_add(o, "tensor", json_object_new_string(cr->tensor));
+		json_object_object_add(o, "kind", json_object_new_string(cr->kind));
+		json_object_object_add(o, "factor", json_object_new_double(cr->factor));
+		json_object_object_add(o, "rms_before", json_object_new_double(cr->rms_before));
+		json_object_object_add(o, "rms_after", json_object_new_double(cr->rms_after));
+		json_object_array_add(cs, o);
+	}
+	return cs;
+}
+
+/* --ln-stats: per-norm statistics and verdicts; returns the exit status. */
+static int ln_stats(const struct bn_model *m, enum bn_gate gate, const char *policy, bool json)
+{
+	struct bn_error err = { 0 };
+	struct bn_norm_policy pol;
+	if (policy ? bn_norm_policy_load(policy, &pol, &err) : bn_norm_policy_builtin(m, &pol, &err)) {
+		tool_error("inspect", "%s", err.msg);
+		return 1;
+	}
+	struct bn_norm_report *r;
+	size_t n;
+	int bad = bn_norms_report(m, &pol, &r, &n, &err);
+	if (bad < 0) {
+		tool_error("inspect", "%s", err.msg);
+		bn_norm_policy_free(&pol);
+		return 1;
+	}
+	int status = gate == BN_GATE_STRICT && bad ? 8 : 0;
+	if (json) {
+		json_object *j = json_object_new_object(), *ts = json_object_new_array();
+		json_object_object_add(j, "path", json_object_new_string(m->path));
+		json_object_object_add(j, "architecture", json_object_new_string(m->hp.arch_name));
+		json_object_object_add(j, "weight_type", json_object_new_string(bn_model_weight_type(m)));
+		json_object_object_add(j, "ruleset", json_object_new_string(pol.name));
+		json_object_object_add(j, "gate", json_object_new_string(bn_gate_name(gate)));
+		for (size_t i = 0; i < n; i++) {
+			json_object *o = json_object_new_object();
+			json_object_object_add(o, "tensor", json_object_new_string(r[i].tensor));
+			json_object_object_add(o, "length", json_object_new_int64((int64_t)r[i].st.n));
+			json_object_object_add(o, "rms", json_object_new_double(r[i].st.rms));
+			json_object_object_add(o, "mean", json_object_new_double(r[i].st.mean));
+			json_object_object_add(o, "min", json_object_new_double(r[i].st.min));
+			json_object_object_add(o, "max", json_object_new_double(r[i].st.max));
+			json_object_object_add(o, "rms_ratio", json_object_new_double(r[i].st.ratio));
+			if (r[i].rule >= 0) {
+				json_object_object_add(o, "rule", json_object_new_string(pol.rules[r[i].rule].section));
+				json_object_object_add(o, "rule_min", json_object_new_double(pol.rules[r[i].rule].min));
+				json_object_object_add(o, "rule_max", json_object_new_double(pol.rules[r[i].rule].max));
+			}
+			json_object_object_add(o, "verdict", json_object_new_string(bn_norm_verdict_name(r[i].verdict)));
+			json_object_array_add(ts, o);
+		}
+		json_object_object_add(j, "tensors", ts);
+		json_object_object_add(j, "out_of_range", json_object_new_int(bad));
+		json_object_object_add(j, "passed", json_object_new_boolean(bad == 0));
+		json_object_object_add(j, "corrections", corrections_json(m));
+		puts(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+		json_object_put(j);
+	} else {
+		printf("model: %s (%s, %s)\nrule set: %s\n\n", m->path, m->hp.arch_name,
+		       bn_model_weight_type(m), pol.name);
+		printf("%-28s %6s %10s %10s %10s %10s %11s  %s\n", "tensor", "length", "rms", "mean",
+		       "min", "max", "rms*sqrt(n)", "verdict");
+		for (size_t i = 0; i < n; i++)
+			printf("%-28s %6zu %10.6g %10.6g %10.6g %10.6g %11.5g  %s\n", r[i].tensor,
+			       r[i].st.n, r[i].st.rms, r[i].st.mean, r[i].st.min, r[i].st.max,
+			       r[i].st.ratio, bn_norm_verdict_name(r[i].verdict));
+		for (size_t i = 0; i < m->n_corrections; i++)
+			printf("correction: %s %s x%.6g (rms %.6g -> %.6g)\n", m->corrections[i].tensor,
+			       m->corrections[i].kind, (double)m->corrections[i].factor,
+			       (double)m->corrections[i].rms_before, (double)m->corrections[i].rms_after);
+		printf("\n%d of %zu norm tensors out of range\n", bad, n);
+	}
+	if (gate != BN_GATE_NONE)
+		for (size_t i = 0; i < n; i++)
+			if (r[i].verdict == BN_NORM_LOW || r[i].verdict == BN_NORM_HIGH)
+				fprintf(stderr, "bitnet inspect: %s: %s rms %.6g is %s (allowed %g..%g under %s)\n",
+				        gate == BN_GATE_STRICT ? "error" : "warning", r[i].tensor, r[i].st.rms,
+				        bn_norm_verdict_name(r[i].verdict), pol.rules[r[i].rule].min,
+				        pol.rules[r[i].rule].max, pol.name);
+	free(r);
+	bn_norm_policy_free(&pol);
+	return status;
 }
 
 static json_object *jstr(struct bn_gguf_str s)
@@ -62,14 +157,35 @@ int cmd_inspect(int argc, char **argv)
 {
 	static const struct option lo[] = {
 		{ "json", no_argument, NULL, 'j' },
+		{ "ln-stats", no_argument, NULL, 'l' },
+		{ "gate", required_argument, NULL, 'g' },
+		{ "policy", required_argument, NULL, 'P' },
+		{ "rescale-gamma", no_argument, NULL, 'r' },
+		{ "strict", no_argument, NULL, 's' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
-	bool json = false;
+	bool json = false, lnstats = false;
+	enum bn_gate gate = BN_GATE_NONE;
+	const char *policy = NULL;
+	struct bn_model_opts mo = { 0 };
+	const char *es = getenv("BITNET_STRICT_MODE"), *er = getenv("BITNET_RESCALE_GAMMA_ON_LOAD");
+	mo.strict = es && !strcmp(es, "1");
+	mo.rescale_gamma = er && !strcmp(er, "1");
 	int c;
 	while ((c = getopt_long(argc, argv, "jh", lo, NULL)) != -1) {
 		switch (c) {
 		case 'j': json = true; break;
+		case 'l': lnstats = true; break;
+		case 'g':
+			if (bn_gate_parse(optarg, &gate)) {
+				tool_error("inspect", "--gate '%s': expected none, warn or strict", optarg);
+				return 2;
+			}
+			break;
+		case 'P': policy = optarg; break;
+		case 'r': mo.rescale_gamma = true; break;
+		case 's': mo.strict = true; break;
 		case 'h': inspect_usage(stdout); return 0;
 		default: inspect_usage(stderr); return 2;
 		}
@@ -81,9 +197,16 @@ int cmd_inspect(int argc, char **argv)
 	const char *path = argv[optind];
 	struct bn_error err = { 0 };
 	struct bn_model *m;
-	if (bn_model_load(&m, path, NULL, &err)) {
+	if (bn_model_load(&m, path, &mo, &err)) {
 		tool_error("inspect", "%s", err.msg);
 		return 1;
+	}
+	if (lnstats) {
+		if (mo.strict && gate == BN_GATE_WARN)
+			gate = BN_GATE_STRICT;   /* strict mode turns gate warnings into failures */
+		int st = ln_stats(m, gate, policy, json);
+		bn_model_free(m);
+		return st;
 	}
 	const struct bn_hparams *hp = bn_model_hparams(m);
 	const struct bn_gguf *g = bn_model_gguf(m);
@@ -130,18 +253,7 @@ int cmd_inspect(int argc, char **argv)
 		json_object_object_add(j, "tensors", ts);
 		json_object_object_add(j, "tensor_bytes", json_object_new_int64((int64_t)total));
 		json_object_object_add(j, "ternary_bytes", json_object_new_int64((int64_t)ternary));
-		json_object *cs = json_object_new_array();
-		for (size_t i = 0; i < m->n_corrections; i++) {
-			const struct bn_correction *cr = &m->corrections[i];
-			json_object *o = json_object_new_object();
-			json_object_object_add(o, "tensor", json_object_new_string(cr->tensor));
-			json_object_object_add(o, "kind", json_object_new_string(cr->kind));
-			json_object_object_add(o, "factor", json_object_new_double(cr->factor));
-			json_object_object_add(o, "rms_before", json_object_new_double(cr->rms_before));
-			json_object_object_add(o, "rms_after", json_object_new_double(cr->rms_after));
-			json_object_array_add(cs, o);
-		}
-		json_object_object_add(j, "corrections", cs);
+		json_object_object_add(j, "corrections", corrections_json(m));
 		puts(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
 		json_object_put(j);
 	} else {

@@ -273,10 +273,12 @@ int cmd_run(int argc, char **argv)
 	int32_t *ids = NULL;
 	size_t n_ids = 0;
 	int rc = 0;
+	double t_load = bn_now();
 	if ((r = tool_engine_open("run", &eo, &e))) {
 		free(pbuf);
 		return r;
 	}
+	t_load = bn_now() - t_load;
 	const struct bn_hparams *hp = bn_model_hparams(e.model);
 	if (bn_vocab_from_gguf(&vocab, bn_model_gguf(e.model), &err) ||
 	    bn_tokenizer_new(&tok, &vocab, hp->arch_name, &err)) {
@@ -329,6 +331,7 @@ int cmd_run(int argc, char **argv)
 	struct run_ids out_ids = { 0 };
 	struct bn_gen_io io = { run_text, run_cancelled, run_token, &out_ids };
 	struct bn_gen_stats st;
+	long rss_kb = tool_rss_kb();
 	rc = bn_generate(e.ctx, 0, tok, ids, n_ids, &go, &io, &st, &err);
 	fflush(stdout);
 	if (rc) {
@@ -347,6 +350,10 @@ int cmd_run(int argc, char **argv)
 		json_object_object_add(j, "architecture", json_object_new_string(hp->arch_name));
 		json_object_object_add(j, "weight_type", json_object_new_string(bn_model_weight_type(e.model)));
 		json_object_object_add(j, "template", json_object_new_string(bn_chat_format_name(fmt)));
+		json_object_object_add(j, "load_seconds", json_object_new_double(t_load));
+		json_object_object_add(j, "rss_kb_before_first_token", json_object_new_int64(rss_kb));
+		json_object_object_add(j, "model_bytes_copied",
+		                       json_object_new_int64((int64_t)bn_model_bytes_copied(e.model)));
 		json_object_object_add(j, "prompt_tokens", json_object_new_int64(st.n_prompt));
 		json_object_object_add(j, "generated_tokens", json_object_new_int64(st.n_gen));
 		json_object_object_add(j, "stop_reason", json_object_new_string(bn_stop_reason_name(st.reason)));

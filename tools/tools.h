@@ -22,6 +22,8 @@ void tool_log_to_stderr(int verbose);
 void tool_error(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Parses "1,2,3" into a malloc'd array. Returns 0 or -EINVAL. */
 int tool_parse_tokens(const char *s, int32_t **out, uint32_t *n);
+/* Resident set size of this process in KiB (VmRSS), -1 if unknown. */
+long tool_rss_kb(void);
 /* Parses a non-negative integer option value with range check; prints the error. */
 bool tool_parse_uint(const char *verb, const char *opt, const char *s, unsigned long min,
                      unsigned long max, unsigned long *out);

@@ -39,7 +39,9 @@ struct bn_hparams {
 struct bn_model_opts {
 	bool mlock;                /* lock the mapped weights in memory */
 	bool rescale_gamma;        /* experimental: multiply norm weights by sqrt(len) (issue 4) */
-	bool strict;               /* refuse any weight correction or fallback */
+	bool strict;               /* refuse any weight correction or fallback; gate warnings fail */
+	int gate;                  /* norm-statistics gate: 0 none, 1 warn, 2 strict (lib/norms.h) */
+	const char *policy;        /* INI rule file for the gate, NULL: built-in rules */
 };
 
 int bn_model_load(struct bn_model **out, const char *path, const struct bn_model_opts *opts,
