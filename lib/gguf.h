@@ -86,6 +86,7 @@ void bn_gguf_close(struct bn_gguf *g);
 /* Byte size of a tensor of this type and shape, or 0 for an unknown type or a row length
  * the type cannot hold (block multiple). Overflow-checked: 0 on overflow. */
 uint64_t bn_ggml_nbytes(uint32_t type, const uint64_t ne[BN_GGUF_MAX_DIMS]);
+/* "f32", "f16", "bf16", "tq1_0", "tq2_0", "i2_s"; "unknown" (never NULL) otherwise. */
 const char *bn_ggml_type_name(uint32_t type);
 /* Block size in elements (1 for scalar types; 128 for I2_S rows), 0 if unknown. */
 uint32_t bn_ggml_blck_size(uint32_t type);
