@@ -10,6 +10,7 @@
 #include "model.h"
 #include "norms.h"
 #include "quant.h"
+#include "sha256.h"
 
 static const char *const arch_names[] = { "bitnet-b1.58", "bitnet-25", "bitnet" };
 
@@ -421,8 +422,11 @@ int bn_model_load(struct bn_model **out, const char *path, const struct bn_model
 		return bn_err_set(err, -ENOMEM, "out of memory");
 	m->path = strdup(path);
 	int rc = m->path ? bn_gguf_open(&m->g, path, err) : bn_err_set(err, -ENOMEM, "out of memory");
-	if (!rc)
+	if (!rc) {
+		bn_sha256_hex(m->g->base, m->g->header_size, m->header_sha256);
+		bn_gguf_get_u32(m->g, "general.file_type", &m->file_type);
 		rc = load_hparams(m, err);
+	}
 	if (!rc)
 		rc = load_weights(m, err);
 	if (!rc)
@@ -467,6 +471,22 @@ const struct bn_gguf *bn_model_gguf(const struct bn_model *m) { return m->g; }
 const char *bn_model_path(const struct bn_model *m) { return m->path; }
 size_t bn_model_bytes_copied(const struct bn_model *m) { return m->bytes_copied; }
 const char *bn_model_weight_type(const struct bn_model *m) { return bn_ggml_type_name(m->proj_type); }
+
+void bn_model_identity(const struct bn_model *m, struct bn_model_identity *id)
+{
+	id->path = m->path;
+	id->size = m->g->size;
+	id->arch = m->hp.arch_name;
+	id->file_type = m->file_type;
+	id->weight_type = bn_model_weight_type(m);
+	memcpy(id->header_sha256, m->header_sha256, sizeof(id->header_sha256));
+}
+
+const struct bn_correction *bn_model_corrections(const struct bn_model *m, size_t *n)
+{
+	*n = m->n_corrections;
+	return m->corrections;
+}
 
 void *bn_model_alloc_owned(struct bn_model *m, size_t bytes)
 {

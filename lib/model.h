@@ -25,13 +25,6 @@ struct bn_layer {
 	struct bn_tmat wq, wk, wv, wo, wgate, wup, wdown;
 };
 
-/* A correction applied to a weight at load (issue 4: the experimental gamma rescale). */
-struct bn_correction {
-	char tensor[64];
-	char kind[32];
-	float factor, rms_before, rms_after;
-};
-
 struct bn_model {
 	char *path;
 	struct bn_gguf *g;
@@ -49,6 +42,8 @@ struct bn_model {
 	struct bn_correction *corrections;
 	size_t n_corrections;
 	bool locked;
+	uint32_t file_type;
+	char header_sha256[65];      /* of the first g->header_size bytes */
 };
 
 #endif

@@ -346,9 +346,14 @@ int cmd_run(int argc, char **argv)
 	        st.n_gen, st.gen_s, st.gen_tps, bn_stop_reason_name(st.reason));
 	if (json) {
 		json_object *j = json_object_new_object();
-		json_object_object_add(j, "model", json_object_new_string(bn_model_path(e.model)));
-		json_object_object_add(j, "architecture", json_object_new_string(hp->arch_name));
-		json_object_object_add(j, "weight_type", json_object_new_string(bn_model_weight_type(e.model)));
+		struct bn_model_identity id;
+		bn_model_identity(e.model, &id);
+		json_object_object_add(j, "model", json_object_new_string(id.path));
+		json_object_object_add(j, "model_size", json_object_new_int64((int64_t)id.size));
+		json_object_object_add(j, "architecture", json_object_new_string(id.arch));
+		json_object_object_add(j, "file_type", json_object_new_int64(id.file_type));
+		json_object_object_add(j, "weight_type", json_object_new_string(id.weight_type));
+		json_object_object_add(j, "model_header_sha256", json_object_new_string(id.header_sha256));
 		json_object_object_add(j, "template", json_object_new_string(bn_chat_format_name(fmt)));
 		json_object_object_add(j, "load_seconds", json_object_new_double(t_load));
 		json_object_object_add(j, "rss_kb_before_first_token", json_object_new_int64(rss_kb));
@@ -363,6 +368,8 @@ int cmd_run(int argc, char **argv)
 		json_object_object_add(j, "generation_tokens_per_second", json_object_new_double(st.gen_tps));
 		json_object_object_add(j, "plugin", json_object_new_string(e.kernel->info.name));
 		json_object_object_add(j, "plugin_variant", json_object_new_string(e.kernel->variant));
+		json_object_object_add(j, "plugin_abi", json_object_new_int64(e.kernel->info.abi_major * 1000 +
+		                                                                 e.kernel->info.abi_minor));
 		json_object_object_add(j, "threads", json_object_new_int64(bn_pool_size(e.pool)));
 		json_object_object_add(j, "cpus", json_object_new_string(bn_pool_cpus(e.pool)));
 		json_object_object_add(j, "strict", json_object_new_boolean(eo.strict));

@@ -8,6 +8,7 @@
 #include "error.h"
 #include "kernels.h"
 #include "log.h"
+#include "norms.h"
 #include "pool.h"
 #include "tools.h"
 
@@ -63,6 +64,18 @@ int tool_engine_opt(const char *verb, struct tool_engine_opts *o, int c, const c
 	case 1007:
 		o->mlock = true;
 		return 1;
+	case 1008: {
+		enum bn_gate g;
+		if (bn_gate_parse(arg, &g)) {
+			tool_error(verb, "--gate '%s': expected none, warn or strict", arg);
+			return -1;
+		}
+		o->gate = (int)g;
+		return 1;
+	}
+	case 1009:
+		o->policy = arg;
+		return 1;
 	}
 	return 0;
 }
@@ -76,7 +89,7 @@ int tool_engine_open(const char *verb, const struct tool_engine_opts *o, struct 
 		return 2;
 	}
 	struct bn_model_opts mo = { .mlock = o->mlock, .rescale_gamma = o->rescale_gamma,
-	                            .strict = o->strict };
+	                            .strict = o->strict, .gate = o->gate, .policy = o->policy };
 	if (bn_model_load(&e->model, o->model, &mo, &err))
 		goto fail;
 	const char *dir = o->plugin_dir ? o->plugin_dir : bn_kernel_default_dir();

@@ -16,6 +16,8 @@ struct tool_engine_opts {
 	bool smt;
 	uint32_t n_ctx, n_seq, n_batch;
 	bool strict, rescale_gamma, mlock;
+	int gate;                  /* enum bn_gate */
+	const char *policy;
 };
 
 struct tool_engine {
@@ -37,7 +39,9 @@ struct tool_engine {
 	{ "strict", no_argument, NULL, 1004 }, \
 	{ "rescale-gamma", no_argument, NULL, 1005 }, \
 	{ "smt", no_argument, NULL, 1006 }, \
-	{ "mlock", no_argument, NULL, 1007 }
+	{ "mlock", no_argument, NULL, 1007 }, \
+	{ "gate", required_argument, NULL, 1008 }, \
+	{ "policy", required_argument, NULL, 1009 }
 
 void tool_engine_opts_init(struct tool_engine_opts *o);
 /* Handles options 'm', 't' and 1000..1099; returns 1 if handled, 0 if not, -1 on a bad value. */

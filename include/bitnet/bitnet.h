@@ -44,6 +44,23 @@ struct bn_model_opts {
 	const char *policy;        /* INI rule file for the gate, NULL: built-in rules */
 };
 
+/* A change made to a weight at load (the experimental gamma rescale). */
+struct bn_correction {
+	char tensor[64];
+	char kind[32];             /* "rescale_gamma" */
+	float factor, rms_before, rms_after;
+};
+
+/* What identifies a model file in a receipt. */
+struct bn_model_identity {
+	const char *path;
+	uint64_t size;             /* bytes */
+	const char *arch;
+	uint32_t file_type;        /* general.file_type, 0 when absent */
+	const char *weight_type;   /* projections, e.g. "i2_s" */
+	char header_sha256[65];    /* SHA-256 of the header, KV section and tensor table */
+};
+
 int bn_model_load(struct bn_model **out, const char *path, const struct bn_model_opts *opts,
                   struct bn_error *err);
 void bn_model_free(struct bn_model *m);
@@ -54,6 +71,8 @@ const char *bn_model_path(const struct bn_model *m);
 size_t bn_model_bytes_copied(const struct bn_model *m);
 /* Name of the projection weight type, e.g. "i2_s". */
 const char *bn_model_weight_type(const struct bn_model *m);
+void bn_model_identity(const struct bn_model *m, struct bn_model_identity *id);
+const struct bn_correction *bn_model_corrections(const struct bn_model *m, size_t *n);
 
 enum bn_kv_type { BN_KV_F16 = 0 };
 
