@@ -23,9 +23,7 @@ static const struct {
 #endif
 	{ "run", cmd_run, "generate text from a prompt" },
 	{ "kernels", cmd_kernels, "list kernel plugins and what this CPU can run" },
-#ifdef BN_HAVE_BENCH
 	{ "bench", cmd_bench, "prompt and generation speed" },
-#endif
 };
 
 static void usage(FILE *f)
