@@ -17,10 +17,8 @@ static const struct {
 	{ "inspect", cmd_inspect, "show a model's hyper-parameters, tokenizer and tensors" },
 	{ "logits", cmd_logits, "write the logits of a token list" },
 	{ "mkmodel", cmd_mkmodel, "write a synthetic BitNet model" },
-#ifdef BN_HAVE_TOKENIZE
 	{ "tokenize", cmd_tokenize, "text to token ids" },
 	{ "detokenize", cmd_detokenize, "token ids to text" },
-#endif
 	{ "run", cmd_run, "generate text from a prompt" },
 	{ "kernels", cmd_kernels, "list kernel plugins and what this CPU can run" },
 	{ "bench", cmd_bench, "prompt and generation speed" },
