@@ -1,0 +1,275 @@
+/* Kernel plugin throughput beside this machine's read bandwidth (not a test).
+ *
+ *   bench/bench-kernels [--runs N] [--threads-only 1|2] [plugin ...]
+ *
+ * Ternary GEMV (m = 1) over the 2B-4T projection shapes of 30 distinct layers (~520 MB of
+ * I2_S weights, far beyond the caches, cycled like decode does) and the F16 LM head
+ * (2560 x 128256, 657 MB), per plugin, one thread and two threads (each half of every
+ * matrix's rows, a barrier per matrix as in the engine's pool). Read bandwidth: an AVX2
+ * streaming sum over 1 GB, measured in the same run. Figures are medians of --runs runs. */
+#include <errno.h>
+#include <immintrin.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bitnet/kernel.h"
+#include "cpu.h"
+#include "kernels.h"
+
+#define N_LAYERS 30
+#define HIDDEN 2560
+#define FFN 6912
+#define VOCAB 128256
+
+struct mat {
+	size_t k, rows;
+	const uint8_t *w;   /* [rows][k/4] codes */
+};
+
+static const size_t shape[7][2] = {   /* k x rows: q, k, v, o, gate, up, down */
+	{ HIDDEN, HIDDEN }, { HIDDEN, 640 }, { HIDDEN, 640 }, { HIDDEN, HIDDEN },
+	{ HIDDEN, FFN }, { HIDDEN, FFN }, { FFN, HIDDEN },
+};
+
+static struct mat mats[N_LAYERS * 7];
+static size_t n_mats, ternary_bytes;
+static uint8_t *ternary_buf;   /* all matrices back to back */
+static uint16_t *lm_head;      /* [VOCAB][HIDDEN] f16 */
+static int8_t q_act[FFN];      /* [FFN] int8 activation */
+static uint16_t x16[HIDDEN];   /* [HIDDEN] f16 activation */
+static float y_out[2][VOCAB];  /* [thread][rows] */
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void fill(void *p, size_t bytes, uint64_t seed)
+{
+	uint64_t *u = p;
+	for (size_t i = 0; i < bytes / 8; i++) {
+		seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+		u[i] = seed;
+	}
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+	qsort(v, (size_t)n, sizeof(double), cmp_double);
+	return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* ---- read bandwidth ---------------------------------------------------------------- */
+
+#define BW_BYTES ((size_t)1 << 30)
+static uint8_t *bw_buf;   /* [1 GB] */
+static volatile int64_t bw_sink;
+
+__attribute__((target("avx2"))) static int64_t stream_sum(const uint8_t *p, size_t bytes)
+{
+	__m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+	for (size_t i = 0; i < bytes; i += 128) {
+		a0 = _mm256_add_epi64(a0, _mm256_load_si256((const __m256i *)(p + i)));
+		a1 = _mm256_add_epi64(a1, _mm256_load_si256((const __m256i *)(p + i + 32)));
+		a2 = _mm256_add_epi64(a2, _mm256_load_si256((const __m256i *)(p + i + 64)));
+		a3 = _mm256_add_epi64(a3, _mm256_load_si256((const __m256i *)(p + i + 96)));
+	}
+	a0 = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
+	int64_t l[4];   /* [4] lanes */
+	_mm256_storeu_si256((__m256i *)l, a0);
+	return l[0] + l[1] + l[2] + l[3];
+}
+
+/* ---- threads ----------------------------------------------------------------------- */
+
+enum job { JOB_BW, JOB_TERNARY, JOB_LMHEAD };
+
+struct worker {
+	pthread_t th;
+	int id, nthreads;
+	enum job job;
+	const struct bn_kernel_ops *ops;
+	pthread_barrier_t *bar;
+};
+
+static void run_job(struct worker *wk)
+{
+	int id = wk->id, nt = wk->nthreads;
+	if (wk->job == JOB_BW) {
+		size_t part = BW_BYTES / (size_t)nt;
+		bw_sink += stream_sum(bw_buf + part * (size_t)id, part);
+		return;
+	}
+	if (wk->job == JOB_TERNARY) {
+		float qscale = 1.0f;
+		int32_t qsum = 0;
+		for (size_t i = 0; i < n_mats; i++) {
+			const struct mat *m = &mats[i];
+			size_t half = (m->rows / (size_t)nt + 3) & ~(size_t)3;
+			size_t r0 = half * (size_t)id, r1 = id == nt - 1 ? m->rows : r0 + half;
+			wk->ops->ternary_gemm(m->w, m->k, r0, r1, 0.5f, q_act, &qscale, &qsum, 1,
+			                      y_out[0], VOCAB);
+			if (nt > 1)
+				pthread_barrier_wait(wk->bar);
+		}
+		return;
+	}
+	size_t half = (VOCAB / (size_t)nt + 3) & ~(size_t)3;
+	size_t r0 = half * (size_t)id, r1 = id == nt - 1 ? VOCAB : r0 + half;
+	wk->ops->f16_gemm(lm_head, HIDDEN, r0, r1, x16, 1, y_out[0], VOCAB);
+}
+
+static void *worker_main(void *arg)
+{
+	run_job(arg);
+	return NULL;
+}
+
+/* Seconds for one pass of job on nt threads. */
+static double time_job(enum job job, const struct bn_kernel_ops *ops, int nt)
+{
+	struct worker wk[2];
+	pthread_barrier_t bar;
+	pthread_barrier_init(&bar, NULL, (unsigned)nt);
+	for (int i = 0; i < nt; i++)
+		wk[i] = (struct worker){ .id = i, .nthreads = nt, .job = job, .ops = ops, .bar = &bar };
+	double t0 = now();
+	for (int i = 1; i < nt; i++)
+		pthread_create(&wk[i].th, NULL, worker_main, &wk[i]);
+	run_job(&wk[0]);
+	for (int i = 1; i < nt; i++)
+		pthread_join(wk[i].th, NULL);
+	double t = now() - t0;
+	pthread_barrier_destroy(&bar);
+	return t;
+}
+
+static double gbps(enum job job, const struct bn_kernel_ops *ops, int nt, int runs)
+{
+	double bytes = job == JOB_BW ? (double)BW_BYTES
+	               : job == JOB_TERNARY ? (double)ternary_bytes
+	               : (double)VOCAB * HIDDEN * 2.0;
+	double v[32];
+	time_job(job, ops, nt);   /* warm-up: page faults, frequency */
+	for (int r = 0; r < runs; r++)
+		v[r] = bytes / time_job(job, ops, nt) * 1e-9;
+	return median(v, runs);
+}
+
+int main(int argc, char **argv)
+{
+	int runs = 5, only_threads = 0;
+	const char *names[16];
+	int n_names = 0;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--runs") && i + 1 < argc)
+			runs = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--threads-only") && i + 1 < argc)
+			only_threads = atoi(argv[++i]);
+		else if (n_names < 16)
+			names[n_names++] = argv[i];
+	}
+	if (runs < 1 || runs > 32)
+		runs = 5;
+	uint64_t cpu = bn_cpu_features();
+	if (!(cpu & BN_CPU_AVX2)) {
+		fprintf(stderr, "bench-kernels: the bandwidth probe needs AVX2\n");
+		return 1;
+	}
+
+	for (size_t l = 0; l < N_LAYERS; l++)
+		for (size_t s = 0; s < 7; s++)
+			ternary_bytes += shape[s][0] / 4 * shape[s][1];
+	if (posix_memalign((void **)&ternary_buf, 64, ternary_bytes) ||
+	    posix_memalign((void **)&lm_head, 64, (size_t)VOCAB * HIDDEN * 2) ||
+	    posix_memalign((void **)&bw_buf, 64, BW_BYTES)) {
+		fprintf(stderr, "bench-kernels: out of memory\n");
+		return 1;
+	}
+	size_t off = 0;
+	for (size_t l = 0; l < N_LAYERS; l++)
+		for (size_t s = 0; s < 7; s++) {
+			mats[n_mats++] = (struct mat){ shape[s][0], shape[s][1], ternary_buf + off };
+			off += shape[s][0] / 4 * shape[s][1];
+		}
+	fill(ternary_buf, ternary_bytes, 1);
+	fill(bw_buf, BW_BYTES, 2);
+	for (size_t i = 0; i < (size_t)VOCAB * HIDDEN; i++)   /* finite f16 values */
+		lm_head[i] = (uint16_t)(0x2000 + (i * 2654435761u >> 7) % 0x1800) |
+		             (uint16_t)((i & 1) << 15);
+	for (size_t i = 0; i < FFN; i++)
+		q_act[i] = (int8_t)(i * 37);
+	for (size_t i = 0; i < HIDDEN; i++)
+		x16[i] = bn_f32_to_f16((float)((int)(i % 17) - 8) * 0.1f);
+
+	printf("ternary weights %.1f MB (%zu matrices), LM head %.1f MB, %d runs (median)\n",
+	       ternary_bytes / 1e6, n_mats, (double)VOCAB * HIDDEN * 2 / 1e6, runs);
+	double bw[3] = { 0 };
+	for (int nt = 1; nt <= 2; nt++)
+		if (!only_threads || only_threads == nt)
+			bw[nt] = gbps(JOB_BW, NULL, nt, runs);
+	printf("read bandwidth (AVX2 sum over 1 GB): 1 thread %.1f GB/s, 2 threads %.1f GB/s\n",
+	       bw[1], bw[2]);
+
+	struct bn_kernel_info *list;
+	size_t n;
+	struct bn_error err;
+	memset(&err, 0, sizeof(err));
+	if (bn_kernel_scan(BN_BUILD_PLUGIN_DIR, cpu, &list, &n, &err)) {
+		fprintf(stderr, "bench-kernels: %s\n", err.msg);
+		return 1;
+	}
+	printf("%-22s %8s %14s %14s %14s %14s\n", "plugin/variant", "threads",
+	       "ternary GB/s", "% of read bw", "LM head GB/s", "% of read bw");
+	for (size_t i = 0; i < n; i++) {
+		if (!list[i].usable)
+			continue;
+		if (n_names) {
+			int want = 0;
+			for (int j = 0; j < n_names; j++)
+				want |= !strcmp(names[j], list[i].name);
+			if (!want)
+				continue;
+		}
+		uint64_t masks[2] = { cpu, cpu & ~(BN_CPU_AVX512VNNI | BN_CPU_AVXVNNI) };
+		char first[32] = "";
+		for (int mi = 0; mi < 2; mi++) {
+			struct bn_kernel *k;
+			if (bn_kernel_load(&k, BN_BUILD_PLUGIN_DIR, list[i].name, masks[mi], &err))
+				continue;
+			if (mi == 1 && !strcmp(k->variant, first)) {   /* same path again */
+				bn_kernel_unload(k);
+				continue;
+			}
+			snprintf(first, sizeof(first), "%s", k->variant);
+			char label[64];
+			snprintf(label, sizeof(label), "%s/%s", list[i].name, k->variant);
+			int slow = !strcmp(list[i].name, "scalar");
+			for (int nt = 1; nt <= 2; nt++) {
+				if (only_threads && only_threads != nt)
+					continue;
+				int r = slow ? (runs < 3 ? runs : 3) : runs;
+				double t = gbps(JOB_TERNARY, &k->ops, nt, r);
+				double h = gbps(JOB_LMHEAD, &k->ops, nt, slow ? 1 : r);
+				printf("%-22s %8d %14.2f %13.0f%% %14.2f %13.0f%%\n", label, nt, t,
+				       100 * t / bw[nt], h, 100 * h / bw[nt]);
+				fflush(stdout);
+			}
+			bn_kernel_unload(k);
+		}
+	}
+	free(list);
+	printf("(sink %lld)\n", (long long)bw_sink);
+	return 0;
+}

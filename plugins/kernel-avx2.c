@@ -1,0 +1,488 @@
+/* AVX2 + FMA + F16C kernel plugin. Every op reproduces plugins/kernel-scalar.c: integer
+ * results and the ternary epilogue bit for bit, rmsnorm and attention bit for bit (same
+ * double accumulations), f16_gemm within f32 reordering error (the contract lets it).
+ * Compiled with $(AVX2_CFLAGS) and -ffp-contract=off: every FMA below is written out. */
+#include <immintrin.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bitnet/kernel.h"
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* ---- quantize_i8 ------------------------------------------------------------------- */
+
+static void quantize_i8(const float *x, size_t n, int8_t *q, float *scale, int32_t *sum)
+{
+	const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+	__m256 m0 = _mm256_setzero_ps(), m1 = m0, m2 = m0, m3 = m0;
+	size_t i = 0;
+	/* max is order free; max_ps(a, acc) keeps acc when a is NaN, like the scalar `>` */
+	for (; i + 32 <= n; i += 32) {
+		m0 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + i), absmask), m0);
+		m1 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + i + 8), absmask), m1);
+		m2 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + i + 16), absmask), m2);
+		m3 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + i + 24), absmask), m3);
+	}
+	m0 = _mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3));
+	float lanes[8];   /* [8] f32 */
+	_mm256_storeu_ps(lanes, m0);
+	float amax = 0.0f;
+	for (int l = 0; l < 8; l++)
+		if (lanes[l] > amax)
+			amax = lanes[l];
+	for (size_t t = i; t < n; t++) {
+		float a = fabsf(x[t]);
+		if (a > amax)
+			amax = a;
+	}
+	if (amax < 1e-5f)
+		amax = 1e-5f;
+	float s = (float)(127.0 / (double)amax);
+
+	const __m256 vs = _mm256_set1_ps(s);
+	const __m256 hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-128.0f);
+	const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+	__m256i acc = _mm256_setzero_si256();
+	i = 0;
+	for (; i + 32 <= n; i += 32) {
+		__m256i v[4];
+		for (int u = 0; u < 4; u++) {
+			/* x*s is one rounded product, then round half to even, as rintf */
+			__m256 f = _mm256_mul_ps(_mm256_loadu_ps(x + i + 8 * u), vs);
+			f = _mm256_round_ps(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+			f = _mm256_max_ps(_mm256_min_ps(f, hi), lo);
+			v[u] = _mm256_cvtps_epi32(f);   /* integral already: exact */
+			acc = _mm256_add_epi32(acc, v[u]);
+		}
+		/* values are in [-128, 127], so the saturating packs are plain narrowing */
+		__m256i w16a = _mm256_packs_epi32(v[0], v[1]);
+		__m256i w16b = _mm256_packs_epi32(v[2], v[3]);
+		__m256i b8 = _mm256_packs_epi16(w16a, w16b);
+		_mm256_storeu_si256((__m256i *)(q + i), _mm256_permutevar8x32_epi32(b8, perm));
+	}
+	int32_t al[8];   /* [8] int32 */
+	_mm256_storeu_si256((__m256i *)al, acc);
+	int32_t total = al[0] + al[1] + al[2] + al[3] + al[4] + al[5] + al[6] + al[7];
+	for (; i < n; i++) {
+		float v = rintf(x[i] * s);
+		if (v > 127.0f)
+			v = 127.0f;
+		if (v < -128.0f)
+			v = -128.0f;
+		q[i] = (int8_t)v;
+		total += q[i];
+	}
+	*scale = s;
+	*sum = total;
+}
+
+/* ---- ternary_gemm ------------------------------------------------------------------ */
+
+/* Decode by nibble lookup: each nibble holds two 2-bit fields, and one pshufb per field
+ * maps the nibble to that field's code with the unused code 3 turned into code 1 (weight 0,
+ * as the scalar plugin decodes it): lut_lo[n] = fix(n & 3), lut_hi[n] = fix(n >> 2).
+ * c[0] pairs with q[b..b+31], c[1] with q[b+32..], c[2] with q[b+64..], c[3] with q[b+96..]. */
+ALWAYS_INLINE void decode_block(const uint8_t *blk, __m256i c[4])
+{
+	const __m256i lut_lo = _mm256_setr_epi8(0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1,
+	                                        0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1);
+	const __m256i lut_hi = _mm256_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 1, 1, 1, 1,
+	                                        0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 1, 1, 1, 1);
+	const __m256i m4 = _mm256_set1_epi8(0x0f);
+	__m256i v = _mm256_loadu_si256((const __m256i *)blk);
+	__m256i lo = _mm256_and_si256(v, m4);
+	__m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+	c[0] = _mm256_shuffle_epi8(lut_hi, hi);
+	c[1] = _mm256_shuffle_epi8(lut_lo, hi);
+	c[2] = _mm256_shuffle_epi8(lut_hi, lo);
+	c[3] = _mm256_shuffle_epi8(lut_lo, lo);
+}
+
+/* Sum of code*q over one block as 16 int16 lanes.
+ * Overflow bound: maddubs multiplies u8 codes (0..2) by s8 q (-128..127) and adds adjacent
+ * pairs, so each int16 lane is in [-512, 508] and never saturates; the sum of the four
+ * fields is in [-2048, 2032]. Callers add at most BLOCKS16 = 8 such block sums in int16
+ * ([-16384, 16256]) before widening with madd(ones) into int32 lanes. The int32 row total
+ * is bounded by 2*128*k, below 2^31 for every k < 2^23, far beyond any model row (the
+ * scalar reference has the same int32 bound). */
+#define BLOCKS16 8
+ALWAYS_INLINE __m256i block_dot16(const __m256i c[4], const int8_t *qb)
+{
+	__m256i p0 = _mm256_maddubs_epi16(c[0], _mm256_loadu_si256((const __m256i *)qb));
+	__m256i p1 = _mm256_maddubs_epi16(c[1], _mm256_loadu_si256((const __m256i *)(qb + 32)));
+	__m256i p2 = _mm256_maddubs_epi16(c[2], _mm256_loadu_si256((const __m256i *)(qb + 64)));
+	__m256i p3 = _mm256_maddubs_epi16(c[3], _mm256_loadu_si256((const __m256i *)(qb + 96)));
+	return _mm256_add_epi16(_mm256_add_epi16(p0, p1), _mm256_add_epi16(p2, p3));
+}
+
+ALWAYS_INLINE __m256i widen_add(__m256i acc32, __m256i s16)
+{
+	return _mm256_add_epi32(acc32, _mm256_madd_epi16(s16, _mm256_set1_epi16(1)));
+}
+
+ALWAYS_INLINE int32_t hsum_epi32(__m256i v)
+{
+	__m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+	s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+	s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+	return _mm_cvtsi128_si32(s);
+}
+
+/* The scalar plugin's epilogue, same operations in the same order. */
+ALWAYS_INLINE float epilogue(int32_t acc, int32_t qsum, float qscale, float wscale)
+{
+	return ((float)(acc - qsum) / qscale) * wscale;
+}
+
+/* m == 1 (decode): four weight rows per pass share the q loads and give four independent
+ * accumulation chains; the weight stream is the bottleneck, so the next group of rows is
+ * prefetched while this one is decoded. */
+static void gemv_rows4(const uint8_t *w, size_t k, size_t r, size_t r1, const int8_t *q,
+                       int32_t out[4])
+{
+	size_t rb = k / 4;
+	const uint8_t *w0 = w + r * rb, *w1 = w0 + rb, *w2 = w1 + rb, *w3 = w2 + rb;
+	/* prefetch stays inside [r0, r1): the rows after r1 may not exist */
+	size_t ahead = r + 8 <= r1 ? 4 * rb : 0;
+	__m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+	for (size_t o = 0; o < rb;) {
+		size_t end = o + BLOCKS16 * BN_I2S_BLOCK_BYTES < rb ? o + BLOCKS16 * BN_I2S_BLOCK_BYTES
+		                                                   : rb;
+		__m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+		for (; o < end; o += BN_I2S_BLOCK_BYTES) {
+			const int8_t *qb = q + o * 4;
+			__m256i c[4];
+			if (ahead) {
+				_mm_prefetch((const char *)(w0 + ahead + 4 * o), _MM_HINT_T0);
+				_mm_prefetch((const char *)(w0 + ahead + 4 * o + 64), _MM_HINT_T0);
+			}
+			decode_block(w0 + o, c);
+			s0 = _mm256_add_epi16(s0, block_dot16(c, qb));
+			decode_block(w1 + o, c);
+			s1 = _mm256_add_epi16(s1, block_dot16(c, qb));
+			decode_block(w2 + o, c);
+			s2 = _mm256_add_epi16(s2, block_dot16(c, qb));
+			decode_block(w3 + o, c);
+			s3 = _mm256_add_epi16(s3, block_dot16(c, qb));
+		}
+		a0 = widen_add(a0, s0);
+		a1 = widen_add(a1, s1);
+		a2 = widen_add(a2, s2);
+		a3 = widen_add(a3, s3);
+	}
+	out[0] = hsum_epi32(a0);
+	out[1] = hsum_epi32(a1);
+	out[2] = hsum_epi32(a2);
+	out[3] = hsum_epi32(a3);
+}
+
+/* m > 1 (prefill): one decoded weight block feeds na (<= 4) activation rows. */
+ALWAYS_INLINE void gemm_row_acts(const uint8_t *wr, size_t k, const int8_t *q, size_t na,
+                                 int32_t *out)
+{
+	__m256i acc[4] = { _mm256_setzero_si256(), _mm256_setzero_si256(),
+	                   _mm256_setzero_si256(), _mm256_setzero_si256() };
+	size_t rb = k / 4;
+	for (size_t o = 0; o < rb; o += BN_I2S_BLOCK_BYTES) {
+		__m256i c[4];
+		decode_block(wr + o, c);
+#pragma GCC unroll 4
+		for (size_t a = 0; a < na; a++)
+			acc[a] = widen_add(acc[a], block_dot16(c, q + a * k + o * 4));
+	}
+#pragma GCC unroll 4
+	for (size_t a = 0; a < na; a++)
+		out[a] = hsum_epi32(acc[a]);
+}
+
+static void ternary_gemm(const uint8_t *w, size_t k, size_t r0, size_t r1, float wscale,
+                         const int8_t *q, const float *qscale, const int32_t *qsum, size_t m,
+                         float *y, size_t ldy)
+{
+	size_t rb = k / 4;
+	if (m == 1) {
+		size_t r = r0;
+		int32_t acc[4];   /* [4 rows] */
+		for (; r + 4 <= r1; r += 4) {
+			gemv_rows4(w, k, r, r1, q, acc);
+			for (int t = 0; t < 4; t++)
+				y[r + t] = epilogue(acc[t], qsum[0], qscale[0], wscale);
+		}
+		for (; r < r1; r++) {
+			gemm_row_acts(w + r * rb, k, q, 1, acc);
+			y[r] = epilogue(acc[0], qsum[0], qscale[0], wscale);
+		}
+		return;
+	}
+	/* Rows in chunks whose weights stay in L1/L2 while every group of four activation rows
+	 * passes over them: weights come from memory once, each q group is reused per row. */
+	size_t chunk = 16384 / rb ? 16384 / rb : 1;
+	for (size_t c0 = r0; c0 < r1; c0 += chunk) {
+		size_t c1 = c0 + chunk < r1 ? c0 + chunk : r1;
+		for (size_t i = 0; i < m; i += 4) {
+			size_t na = m - i < 4 ? m - i : 4;
+			const int8_t *qi = q + i * k;   /* [na][k] */
+			for (size_t r = c0; r < c1; r++) {
+				int32_t acc[4];   /* [na] */
+				const uint8_t *wr = w + r * rb;
+				if (na == 4)
+					gemm_row_acts(wr, k, qi, 4, acc);
+				else if (na == 3)
+					gemm_row_acts(wr, k, qi, 3, acc);
+				else if (na == 2)
+					gemm_row_acts(wr, k, qi, 2, acc);
+				else
+					gemm_row_acts(wr, k, qi, 1, acc);
+				for (size_t a = 0; a < na; a++)
+					y[(i + a) * ldy + r] = epilogue(acc[a], qsum[i + a], qscale[i + a],
+					                                wscale);
+			}
+		}
+	}
+}
+
+/* ---- f16_gemm ---------------------------------------------------------------------- */
+
+ALWAYS_INLINE __m256 load_h8(const uint16_t *p)
+{
+	return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+ALWAYS_INLINE float hsum_ps(__m256 v)
+{
+	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_add_ss(s, _mm_movehdup_ps(s));
+	return _mm_cvtss_f32(s);
+}
+
+/* Scalar tail of one dot product (k not a multiple of the vector step). */
+ALWAYS_INLINE float f16_tail(const uint16_t *w, const uint16_t *x, size_t j, size_t k)
+{
+	float acc = 0.0f;
+	for (; j < k; j++)
+		acc += bn_f16_to_f32(w[j]) * bn_f16_to_f32(x[j]);
+	return acc;
+}
+
+/* NR weight rows x NA activation rows; with NA == 1 each row gets two accumulators so that
+ * eight FMA chains hide the FMA latency. */
+ALWAYS_INLINE void f16_tile(const uint16_t *w, size_t k, size_t r, size_t nr,
+                            const uint16_t *x, size_t na, float *y, size_t ldy)
+{
+	__m256 acc[4][2];   /* [row][act or half] */
+	for (size_t t = 0; t < 4; t++)
+		acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+	size_t j = 0;
+	if (na == 1) {
+		for (; j + 16 <= k; j += 16) {
+			__m256 x0 = load_h8(x + j), x1 = load_h8(x + j + 8);
+#pragma GCC unroll 4
+			for (size_t t = 0; t < nr; t++) {
+				const uint16_t *wt = w + (r + t) * k + j;
+				acc[t][0] = _mm256_fmadd_ps(load_h8(wt), x0, acc[t][0]);
+				acc[t][1] = _mm256_fmadd_ps(load_h8(wt + 8), x1, acc[t][1]);
+			}
+		}
+#pragma GCC unroll 4
+		for (size_t t = 0; t < nr; t++)
+			y[r + t] = hsum_ps(_mm256_add_ps(acc[t][0], acc[t][1])) +
+			           f16_tail(w + (r + t) * k, x, j, k);
+		return;
+	}
+	for (; j + 8 <= k; j += 8) {
+		__m256 xv[2];
+#pragma GCC unroll 2
+		for (size_t a = 0; a < na; a++)
+			xv[a] = load_h8(x + a * k + j);
+#pragma GCC unroll 4
+		for (size_t t = 0; t < nr; t++) {
+			__m256 wv = load_h8(w + (r + t) * k + j);
+#pragma GCC unroll 2
+			for (size_t a = 0; a < na; a++)
+				acc[t][a] = _mm256_fmadd_ps(wv, xv[a], acc[t][a]);
+		}
+	}
+#pragma GCC unroll 4
+	for (size_t t = 0; t < nr; t++)
+#pragma GCC unroll 2
+		for (size_t a = 0; a < na; a++)
+			y[a * ldy + r + t] = hsum_ps(acc[t][a]) +
+			                     f16_tail(w + (r + t) * k, x + a * k, j, k);
+}
+
+static void f16_gemm(const uint16_t *w, size_t k, size_t r0, size_t r1,
+                     const uint16_t *x, size_t m, float *y, size_t ldy)
+{
+	/* Every (row, activation) dot product runs the same one-activation tile, so a logit does
+	 * not depend on how many tokens share the call (batch invariance, bit for bit). With
+	 * m > 1 the four weight rows of a tile stay in L1 across the activation rows. */
+	size_t r = r0;
+	for (; r + 4 <= r1; r += 4)
+		for (size_t i = 0; i < m; i++)
+			f16_tile(w, k, r, 4, x + i * k, 1, y + i * ldy, ldy);
+	for (; r < r1; r++)
+		for (size_t i = 0; i < m; i++)
+			f16_tile(w, k, r, 1, x + i * k, 1, y + i * ldy, ldy);
+}
+
+/* ---- rmsnorm ----------------------------------------------------------------------- */
+
+static void rmsnorm(const float *x, const float *w, size_t n, float eps, float *y)
+{
+	/* The double sum must run in index order to match the scalar plugin to the bit: only the
+	 * squares are vectorized, the adds stay one dependent chain. */
+	double sum = 0.0;
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		__m256 xv = _mm256_loadu_ps(x + i);
+		__m256 sq = _mm256_mul_ps(xv, xv);
+		double d[8];   /* [8] squares widened to double */
+		_mm256_storeu_pd(d, _mm256_cvtps_pd(_mm256_castps256_ps128(sq)));
+		_mm256_storeu_pd(d + 4, _mm256_cvtps_pd(_mm256_extractf128_ps(sq, 1)));
+		sum += d[0];
+		sum += d[1];
+		sum += d[2];
+		sum += d[3];
+		sum += d[4];
+		sum += d[5];
+		sum += d[6];
+		sum += d[7];
+	}
+	for (; i < n; i++)
+		sum += (double)(x[i] * x[i]);
+	float mean = (float)(sum / (double)n);
+	float scale = 1.0f / sqrtf(mean + eps);
+	__m256 vs = _mm256_set1_ps(scale);
+	i = 0;
+	for (; i + 8 <= n; i += 8)
+		_mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vs),
+		                                      _mm256_loadu_ps(w + i)));
+	for (; i < n; i++)
+		y[i] = (x[i] * scale) * w[i];
+}
+
+/* ---- attn_head --------------------------------------------------------------------- */
+
+/* f16 x f16 products are exact in f32 (11-bit significands, exponents well inside the f32
+ * range), and widening to double is exact, so each score is a double sum of exact terms.
+ * The q.k sum below runs in a different order than the scalar loop; it equals the scalar
+ * result whenever no partial sum rounds, which holds unless the terms span more than about
+ * 2^45 in magnitude (checked on random data by tests/check_plugins). The weighted sum of V
+ * keeps the scalar order exactly (vectorized across d, sequential in t). */
+static void attn_head(const uint16_t *q16, const uint16_t *k, const uint16_t *v,
+                      size_t stride, size_t n, size_t hd, float scale,
+                      float *out, float *scratch)
+{
+	size_t hd8 = hd & ~(size_t)7;
+	float qf[hd8 ? hd8 : 1];   /* [hd8] f32: q16 converted once */
+	for (size_t d = 0; d < hd8; d += 8)
+		_mm256_storeu_ps(qf + d, load_h8(q16 + d));
+
+	float mx = -INFINITY;
+	for (size_t t = 0; t < n; t++) {
+		const uint16_t *kt = k + t * stride;   /* [hd] */
+		__m256d a0 = _mm256_setzero_pd(), a1 = a0;
+		for (size_t d = 0; d < hd8; d += 8) {
+			__m256 p = _mm256_mul_ps(_mm256_loadu_ps(qf + d), load_h8(kt + d));
+			a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(p)));
+			a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(p, 1)));
+		}
+		a0 = _mm256_add_pd(a0, a1);
+		__m128d h = _mm_add_pd(_mm256_castpd256_pd128(a0), _mm256_extractf128_pd(a0, 1));
+		double acc = _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+		for (size_t d = hd8; d < hd; d++)
+			acc += (double)(bn_f16_to_f32(q16[d]) * bn_f16_to_f32(kt[d]));
+		float s = (float)acc * scale;
+		scratch[t] = s;
+		if (s > mx)
+			mx = s;
+	}
+	/* expf from libm, element by element: the logits must not depend on the plugin */
+	double sum = 0.0;
+	for (size_t t = 0; t < n; t++) {
+		float e = expf(scratch[t] - mx);
+		scratch[t] = e;
+		sum += (double)e;
+	}
+	float inv = (float)(1.0 / sum);
+	__m256 vinv = _mm256_set1_ps(inv);
+	size_t t = 0;
+	for (; t + 8 <= n; t += 8) {   /* F16C rounds to nearest even, as bn_f32_to_f16 */
+		__m128i h = _mm256_cvtps_ph(_mm256_mul_ps(_mm256_loadu_ps(scratch + t), vinv),
+		                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+		_mm256_storeu_ps(scratch + t, _mm256_cvtph_ps(h));
+	}
+	for (; t < n; t++)
+		scratch[t] = bn_f16_to_f32(bn_f32_to_f16(scratch[t] * inv));
+
+	size_t d = 0;
+	for (; d + 32 <= hd; d += 32) {
+		__m256d acc[8];   /* [32] double sums for out[d..d+31] */
+		for (int c = 0; c < 8; c++)
+			acc[c] = _mm256_setzero_pd();
+		for (size_t u = 0; u < n; u++) {
+			__m256 pb = _mm256_broadcast_ss(scratch + u);
+			const uint16_t *vt = v + u * stride + d;
+#pragma GCC unroll 4
+			for (int c = 0; c < 4; c++) {
+				__m256 pr = _mm256_mul_ps(pb, load_h8(vt + 8 * c));
+				acc[2 * c] = _mm256_add_pd(acc[2 * c],
+				                           _mm256_cvtps_pd(_mm256_castps256_ps128(pr)));
+				acc[2 * c + 1] = _mm256_add_pd(acc[2 * c + 1],
+				                               _mm256_cvtps_pd(_mm256_extractf128_ps(pr, 1)));
+			}
+		}
+		for (int c = 0; c < 8; c++)
+			_mm_storeu_ps(out + d + 4 * c, _mm256_cvtpd_ps(acc[c]));
+	}
+	for (; d + 8 <= hd; d += 8) {
+		__m256d a0 = _mm256_setzero_pd(), a1 = a0;
+		for (size_t u = 0; u < n; u++) {
+			__m256 pr = _mm256_mul_ps(_mm256_broadcast_ss(scratch + u),
+			                          load_h8(v + u * stride + d));
+			a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(pr)));
+			a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(pr, 1)));
+		}
+		_mm_storeu_ps(out + d, _mm256_cvtpd_ps(a0));
+		_mm_storeu_ps(out + d + 4, _mm256_cvtpd_ps(a1));
+	}
+	for (; d < hd; d++) {
+		double acc = 0.0;
+		for (size_t u = 0; u < n; u++)
+			acc += (double)(scratch[u] * bn_f16_to_f32(v[u * stride + d]));
+		out[d] = (float)acc;
+	}
+}
+
+/* ---- plugin entry points ----------------------------------------------------------- */
+
+static const struct bn_kernel_ops avx2_ops = {
+	.size = sizeof(struct bn_kernel_ops),
+	.minor = BN_KERNEL_ABI_MINOR,
+	.variant = "avx2",
+	.quantize_i8 = quantize_i8,
+	.ternary_gemm = ternary_gemm,
+	.f16_gemm = f16_gemm,
+	.rmsnorm = rmsnorm,
+	.attn_head = attn_head,
+};
+
+BN_KERNEL_EXPORT const struct bn_kernel_desc bn_kernel_desc = {
+	.abi_major = BN_KERNEL_ABI_MAJOR,
+	.abi_minor = BN_KERNEL_ABI_MINOR,
+	.name = "avx2",
+	.description = "AVX2/FMA/F16C: maddubs ternary dot, F16C LM head",
+	.required = BN_CPU_AVX2 | BN_CPU_FMA | BN_CPU_F16C,
+	.priority = 20,
+};
+
+BN_KERNEL_EXPORT const struct bn_kernel_ops *bn_kernel_open(uint64_t cpu_features);
+BN_KERNEL_EXPORT const struct bn_kernel_ops *bn_kernel_open(uint64_t cpu_features)
+{
+	if ((cpu_features & bn_kernel_desc.required) != bn_kernel_desc.required)
+		return NULL;
+	return &avx2_ops;
+}
