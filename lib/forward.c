@@ -3,6 +3,7 @@
  * not depend on how tokens are batched, which plugin runs, or how many threads split rows. */
 #include <errno.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,37 +198,47 @@ static inline uint16_t *kv_at(const struct bn_ctx *c, uint16_t *cache, uint32_t 
 
 /* ---- parallel steps ---------------------------------------------------------------- */
 
+/* Work is handed out in chunks from an atomic counter rather than split evenly up front: on
+ * a shared machine a worker that loses its core would otherwise hold everyone up. Which
+ * worker computes a row never changes its value. */
+#define GEMM_CHUNK 64    /* weight rows per chunk (a multiple of every plugin's row tile) */
+
 struct gemm_job {
 	const struct bn_ctx *c;
 	const struct bn_tmat *w[3];
 	float *y[3];                  /* [m][w->rows] each */
 	unsigned nw;
 	size_t m;
+	size_t total;                 /* rows of all matrices */
+	_Atomic size_t next;          /* next chunk */
 };
 
 static void gemm_worker(void *arg, unsigned idx, unsigned n)
 {
-	const struct gemm_job *j = arg;
-	size_t total = 0;
-	for (unsigned i = 0; i < j->nw; i++)
-		total += j->w[i]->rows;
-	size_t lo, hi;
-	bn_pool_split(total, 16, idx, n, &lo, &hi);
-	size_t base = 0;
-	for (unsigned i = 0; i < j->nw && lo < hi; i++) {
-		const struct bn_tmat *w = j->w[i];
-		size_t a = lo > base ? lo - base : 0, b = hi - base < w->rows ? hi - base : w->rows;
-		if (lo < base + w->rows && hi > base && a < b)
-			j->c->ops->ternary_gemm(w->codes, w->k, a, b, w->scale, j->c->q8, j->c->qscale,
-			                        j->c->qsum, j->m, j->y[i], w->rows);
-		base += w->rows;
+	struct gemm_job *j = arg;
+	(void)idx;
+	(void)n;
+	size_t nchunks = (j->total + GEMM_CHUNK - 1) / GEMM_CHUNK, ch;
+	while ((ch = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < nchunks) {
+		size_t lo = ch * GEMM_CHUNK, hi = lo + GEMM_CHUNK < j->total ? lo + GEMM_CHUNK : j->total;
+		size_t base = 0;
+		for (unsigned i = 0; i < j->nw && lo < hi; i++) {
+			const struct bn_tmat *w = j->w[i];
+			size_t a = lo > base ? lo - base : 0, b = hi - base < w->rows ? hi - base : w->rows;
+			if (lo < base + w->rows && hi > base && a < b)
+				j->c->ops->ternary_gemm(w->codes, w->k, a, b, w->scale, j->c->q8, j->c->qscale,
+				                        j->c->qsum, j->m, j->y[i], w->rows);
+			base += w->rows;
+		}
 	}
 }
 
 static void run_gemm(struct bn_ctx *c, size_t m, unsigned nw, const struct bn_tmat *w0, float *y0,
                      const struct bn_tmat *w1, float *y1, const struct bn_tmat *w2, float *y2)
 {
-	struct gemm_job j = { c, { w0, w1, w2 }, { y0, y1, y2 }, nw, m };
+	struct gemm_job j = { c, { w0, w1, w2 }, { y0, y1, y2 }, nw, m, 0, 0 };
+	for (unsigned i = 0; i < nw; i++)
+		j.total += j.w[i]->rows;
 	bn_pool_run(c->pool, gemm_worker, &j);
 	/* `bitnet` arch: the .scale tensor multiplies the projection's output. */
 	for (unsigned i = 0; i < nw; i++) {
@@ -295,19 +306,20 @@ struct attn_job {
 	uint32_t layer;
 	const uint32_t *pos, *seq;
 	size_t m;
+	_Atomic size_t next;          /* next (token, head) pair */
 };
 
 static void attn_worker(void *arg, unsigned idx, unsigned n)
 {
-	const struct attn_job *j = arg;
+	struct attn_job *j = arg;
+	(void)n;
 	struct bn_ctx *c = j->c;
 	const struct bn_hparams *hp = &c->m->hp;
 	uint32_t hd = hp->head_dim, group = hp->n_head / hp->n_head_kv;
 	float scale = 1.0f / sqrtf((float)hd);
 	float *scratch = c->ahead + (size_t)idx * c->n_ctx;   /* [n_ctx] */
-	size_t lo, hi;
-	bn_pool_split(j->m * hp->n_head, 1, idx, n, &lo, &hi);
-	for (size_t p = lo; p < hi; p++) {
+	size_t p, total = j->m * hp->n_head;
+	while ((p = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < total) {
 		size_t i = p / hp->n_head;
 		uint32_t h = (uint32_t)(p % hp->n_head), g = h / group;
 		const uint16_t *k = kv_at(c, c->kcache, j->layer, j->seq[i], 0) + (size_t)g * hd;
@@ -322,16 +334,27 @@ struct head_job {
 	struct bn_ctx *c;
 	size_t m;
 	float *logits;                /* [m][n_vocab] */
+	_Atomic size_t next;
 };
+
+#define HEAD_CHUNK 512   /* vocabulary rows per chunk */
+
+static void head_rows(const struct head_job *j, size_t lo, size_t hi);
 
 static void head_worker(void *arg, unsigned idx, unsigned n)
 {
-	const struct head_job *j = arg;
+	struct head_job *j = arg;
+	(void)idx;
+	(void)n;
+	size_t V = j->c->m->hp.n_vocab, ch;
+	while ((ch = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) * HEAD_CHUNK < V)
+		head_rows(j, ch * HEAD_CHUNK, ch * HEAD_CHUNK + HEAD_CHUNK < V ? ch * HEAD_CHUNK + HEAD_CHUNK : V);
+}
+
+static void head_rows(const struct head_job *j, size_t lo, size_t hi)
+{
 	const struct bn_model *m = j->c->m;
-	size_t V = m->hp.n_vocab, E = m->hp.n_embd, lo, hi;
-	bn_pool_split(V, 64, idx, n, &lo, &hi);
-	if (lo >= hi)
-		return;
+	size_t V = m->hp.n_vocab, E = m->hp.n_embd;
 	if (m->head_type == BN_TYPE_F16) {
 		j->c->ops->f16_gemm(m->head, E, lo, hi, j->c->y16, j->m, j->logits, V);
 		return;
@@ -430,7 +453,7 @@ int bn_decode(struct bn_ctx *c, const struct bn_batch *b, float *logits, struct 
 		bn_rope_table(b->pos[i], (uint32_t)hd, hp->rope_base, c->rcos + i * hd / 2,
 		              c->rsin + i * hd / 2);
 	}
-	struct attn_job aj = { c, 0, b->pos, b->seq, n };
+	struct attn_job aj = { c, 0, b->pos, b->seq, n, 0 };
 	for (uint32_t l = 0; l < hp->n_layer; l++) {
 		const struct bn_layer *L = &m->layers[l];
 		struct normq_job nj = { c, c->x, NULL, NULL, L->attn_norm, E, n, false };
@@ -453,6 +476,7 @@ int bn_decode(struct bn_ctx *c, const struct bn_batch *b, float *logits, struct 
 				c->q16[i * E + e] = bn_f32_to_f16(q[e]);
 		}
 		aj.layer = l;
+		atomic_store_explicit(&aj.next, 0, memory_order_relaxed);
 		bn_pool_run(c->pool, attn_worker, &aj);
 
 		nj = (struct normq_job){ c, c->att, NULL, NULL, L->attn_sub_norm, E, n, false };
@@ -486,7 +510,7 @@ int bn_decode(struct bn_ctx *c, const struct bn_batch *b, float *logits, struct 
 	}
 	(void)W;
 	if (nw && logits) {
-		struct head_job hj = { c, nw, logits };
+		struct head_job hj = { c, nw, logits, 0 };
 		bn_pool_run(c->pool, head_worker, &hj);
 	}
 	return 0;
