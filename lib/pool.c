@@ -15,7 +15,9 @@
 #include "log.h"
 #include "pool.h"
 
-#define POOL_SPIN 200000   /* polls before a worker sleeps (tens of microseconds) */
+/* Polls before sleeping on the futex: long enough to bridge the gap between two ops of one
+ * forward pass (microseconds), short enough not to steal a shared core for long. */
+#define POOL_SPIN 4000
 
 struct bn_pool {
 	unsigned n;
@@ -29,6 +31,7 @@ struct bn_pool {
 	_Atomic unsigned gen;          /* bumped per dispatch */
 	_Atomic unsigned done;         /* workers 1..n-1 finished this dispatch */
 	_Atomic int sleepers;
+	_Atomic bool caller_waits;     /* the caller sleeps on `done` */
 	_Atomic bool stop;
 	bn_pool_fn fn;
 	void *arg;
@@ -97,7 +100,9 @@ static void *worker_main(void *v)
 		if (atomic_load(&p->stop))
 			break;
 		p->fn(p->arg, wa.idx, p->n);
-		atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
+		if (atomic_fetch_add_explicit(&p->done, 1, memory_order_seq_cst) + 1 == p->n - 1 &&
+		    atomic_load(&p->caller_waits))
+			futex_wake_all(&p->done);
 	}
 	return NULL;
 }
@@ -294,12 +299,16 @@ void bn_pool_run(struct bn_pool *p, bn_pool_fn fn, void *arg)
 	if (atomic_load(&p->sleepers) > 0)
 		futex_wake_all(&p->gen);
 	fn(arg, 0, p->n);
-	unsigned spins = 0;
-	while (atomic_load_explicit(&p->done, memory_order_acquire) != p->n - 1) {
-		if (++spins < 1u << 20)
+	unsigned spins = 0, d;
+	while ((d = atomic_load_explicit(&p->done, memory_order_acquire)) != p->n - 1) {
+		if (++spins < POOL_SPIN) {
 			cpu_relax();
-		else
-			sched_yield();
+			continue;
+		}
+		atomic_store(&p->caller_waits, true);
+		if (atomic_load(&p->done) == d)
+			futex_wait(&p->done, d);
+		atomic_store(&p->caller_waits, false);
 	}
 }
 

@@ -1,0 +1,124 @@
+/* Worker pool: every worker runs each dispatch exactly once, the split covers every row once,
+ * CPU lists are checked against what the process may use, and the chosen CPUs are reported. */
+#include "config.h"
+
+#include <check.h>
+#include <errno.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "pool.h"
+
+struct count_job {
+	_Atomic unsigned calls;
+	_Atomic unsigned long mask;
+	_Atomic unsigned long long rows;  /* sum of rows seen */
+	size_t total;
+};
+
+static void count_worker(void *arg, unsigned idx, unsigned n)
+{
+	struct count_job *j = arg;
+	atomic_fetch_add(&j->calls, 1);
+	atomic_fetch_or(&j->mask, 1ul << idx);
+	size_t lo, hi;
+	bn_pool_split(j->total, 16, idx, n, &lo, &hi);
+	for (size_t r = lo; r < hi; r++)
+		atomic_fetch_add(&j->rows, r + 1);
+}
+
+START_TEST(test_dispatch)
+{
+	unsigned threads[] = { 1, 2, 3, 5 };
+	for (size_t t = 0; t < sizeof(threads) / sizeof(threads[0]); t++) {
+		struct bn_pool_opts o;
+		bn_pool_opts_default(&o);
+		o.threads = threads[t];
+		struct bn_error err = { 0 };
+		struct bn_pool *p;
+		ck_assert_int_eq(bn_pool_new(&p, &o, &err), 0);
+		ck_assert_uint_eq(bn_pool_size(p), threads[t]);
+		for (int rep = 0; rep < 2000; rep++) {
+			struct count_job j = { 0 };
+			j.total = 1000 + (size_t)rep % 37;
+			bn_pool_run(p, count_worker, &j);
+			ck_assert_uint_eq(atomic_load(&j.calls), threads[t]);
+			ck_assert_uint_eq(atomic_load(&j.mask), (1ul << threads[t]) - 1);
+			ck_assert_uint_eq(atomic_load(&j.rows), (unsigned long long)j.total * (j.total + 1) / 2);
+		}
+		bn_pool_free(p);
+	}
+}
+END_TEST
+
+START_TEST(test_split)
+{
+	for (size_t total = 0; total < 300; total += 7)
+		for (unsigned n = 1; n <= 9; n++) {
+			size_t prev = 0;
+			for (unsigned i = 0; i < n; i++) {
+				size_t lo, hi;
+				bn_pool_split(total, 16, i, n, &lo, &hi);
+				ck_assert_uint_eq(lo, prev);
+				ck_assert(hi >= lo);
+				ck_assert(lo % 16 == 0 || lo == total);
+				prev = hi;
+			}
+			ck_assert_uint_eq(prev, total);
+		}
+}
+END_TEST
+
+START_TEST(test_cpus)
+{
+	struct bn_pool_opts o;
+	bn_pool_opts_default(&o);
+	struct bn_error err = { 0 };
+	struct bn_pool *p;
+	o.cpus = "not-a-list";
+	ck_assert_int_eq(bn_pool_new(&p, &o, &err), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "not-a-list"));
+	o.cpus = "4000";   /* outside any allowed set */
+	ck_assert_int_eq(bn_pool_new(&p, &o, &err), -EPERM);
+	ck_assert_ptr_nonnull(strstr(err.msg, "outside"));
+
+	/* The first CPU the process may use: the pool runs one worker there and says so. */
+	cpu_set_t set;
+	ck_assert_int_eq(sched_getaffinity(0, sizeof(set), &set), 0);
+	int first = -1;
+	for (int c = 0; c < CPU_SETSIZE && first < 0; c++)
+		if (CPU_ISSET(c, &set))
+			first = c;
+	char list[16];
+	snprintf(list, sizeof(list), "%d", first);
+	o.cpus = list;
+	ck_assert_int_eq(bn_pool_new(&p, &o, &err), 0);
+	ck_assert_uint_eq(bn_pool_size(p), 1);
+	ck_assert_str_eq(bn_pool_cpus(p), list);
+	bn_pool_free(p);
+
+	o.cpus = NULL;
+	o.threads = 2000;
+	ck_assert_int_eq(bn_pool_new(&p, &o, &err), -EINVAL);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("pool");
+	TCase *tc = tcase_create("core");
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_dispatch);
+	tcase_add_test(tc, test_split);
+	tcase_add_test(tc, test_cpus);
+	suite_add_tcase(s, tc);
+	SRunner *sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
