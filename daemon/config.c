@@ -1,0 +1,316 @@
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#if defined(HAVE_INIPARSER_INIPARSER_H)
+#include <iniparser/iniparser.h>
+#else
+#include <iniparser.h>
+#endif
+
+#include "bitnetd.h"
+#include "log.h"
+
+enum key_type { K_STR, K_UINT, K_DOUBLE, K_BOOL, K_ENUM, K_LEVEL };
+
+struct key {
+	const char *section, *name;
+	enum key_type type;
+	size_t off;              /* offset in struct bd_config */
+	size_t size;             /* K_STR/K_ENUM: buffer size */
+	double min, max;         /* K_UINT, K_DOUBLE (inclusive) */
+	const char *choices;     /* K_ENUM: space-separated */
+	const char *def;         /* default, as it would be written in the file */
+	const char *help;
+};
+
+#define OFF(f) offsetof(struct bd_config, f)
+#define SZ(f) sizeof(((struct bd_config *)0)->f)
+
+/* The one key table: defaults, ranges, the check and bitnetd.conf(5) all follow it. */
+static const struct key keys[] = {
+	{ "model", "path", K_STR, OFF(model_path), SZ(model_path), 0, 0, NULL, "",
+	  "GGUF model file (absolute path); required" },
+	{ "model", "context", K_UINT, OFF(context), 0, 0, 1u << 22, NULL, "0",
+	  "context length in tokens; 0 uses the model's training context" },
+	{ "model", "kv_type", K_ENUM, OFF(kv_type), SZ(kv_type), 0, 0, "f16", "f16",
+	  "KV cache element type" },
+	{ "model", "template", K_ENUM, OFF(template_name), SZ(template_name), 0, 0,
+	  "auto chat bitnet llama3 instruct raw", "auto", "chat format used by Chat()" },
+	{ "model", "strict", K_BOOL, OFF(strict), 0, 0, 0, NULL, "false",
+	  "refuse any weight correction or built-in kernel fallback" },
+	{ "model", "rescale_gamma", K_BOOL, OFF(rescale_gamma), 0, 0, 0, NULL, "false",
+	  "experimental: multiply norm weights by sqrt(len) at load (reported in Corrections)" },
+	{ "model", "gate", K_ENUM, OFF(gate), SZ(gate), 0, 0, "none warn strict", "warn",
+	  "norm-statistics gate at load: warn logs out-of-range norms, strict refuses the model" },
+	{ "model", "gate_policy", K_STR, OFF(gate_policy), SZ(gate_policy), 0, 0, NULL, "",
+	  "INI rule file for the gate (see bitnet(1) inspect --ln-stats); empty for the built-in rules" },
+	{ "engine", "plugin", K_STR, OFF(plugin), SZ(plugin), 0, 0, NULL, "auto",
+	  "kernel plugin name, or auto for the best one this CPU runs" },
+	{ "engine", "plugin_dir", K_STR, OFF(plugin_dir), SZ(plugin_dir), 0, 0, NULL, "",
+	  "absolute directory of kernel plugins; empty for the installed one" },
+	{ "engine", "threads", K_UINT, OFF(threads), 0, 0, 1024, NULL, "0",
+	  "worker threads; 0 is one per usable physical core" },
+	{ "engine", "cpus", K_STR, OFF(cpus), SZ(cpus), 0, 0, NULL, "auto",
+	  "CPUs the workers may use, e.g. 0-3,8; auto for all allowed" },
+	{ "engine", "smt", K_BOOL, OFF(smt), 0, 0, 0, NULL, "false",
+	  "also use SMT (hyper-thread) siblings" },
+	{ "engine", "mlock", K_BOOL, OFF(mlock), 0, 0, 0, NULL, "false",
+	  "lock the model's weights in memory" },
+	{ "server", "max_queue", K_UINT, OFF(max_queue), 0, 0, 4096, NULL, "16",
+	  "requests that may wait behind the running one; more get Busy" },
+	{ "server", "max_prompt_bytes", K_UINT, OFF(max_prompt_bytes), 0, 1, 64u << 20, NULL, "1048576",
+	  "longest prompt (or chat messages together) in bytes" },
+	{ "server", "max_tokens_limit", K_UINT, OFF(max_tokens_limit), 0, 1, 1u << 22, NULL, "4096",
+	  "largest max_tokens a client may ask for" },
+	{ "server", "max_tokens", K_UINT, OFF(max_tokens), 0, 1, 1u << 22, NULL, "256",
+	  "max_tokens when the client does not give it" },
+	{ "server", "temperature", K_DOUBLE, OFF(temperature), 0, 0, 100, NULL, "0.8",
+	  "default sampling temperature (0: greedy)" },
+	{ "server", "top_k", K_UINT, OFF(top_k), 0, 0, 1u << 24, NULL, "40", "default top-k (0: off)" },
+	{ "server", "top_p", K_DOUBLE, OFF(top_p), 0, 1e-9, 1, NULL, "0.95", "default top-p (1: off)" },
+	{ "server", "min_p", K_DOUBLE, OFF(min_p), 0, 0, 1, NULL, "0.05", "default min-p (0: off)" },
+	{ "server", "repeat_penalty", K_DOUBLE, OFF(repeat_penalty), 0, 1e-6, 10, NULL, "1.0",
+	  "default repetition penalty (1: off)" },
+	{ "log", "level", K_LEVEL, OFF(log_level), 0, 0, 0, "err warning notice info debug", "info",
+	  "most verbose level logged" },
+};
+
+#define N_KEYS (sizeof(keys) / sizeof(keys[0]))
+
+static const char *level_names[] = { [BN_LOG_ERR] = "err", [BN_LOG_WARNING] = "warning",
+                                     [BN_LOG_NOTICE] = "notice", [BN_LOG_INFO] = "info",
+                                     [BN_LOG_DEBUG] = "debug" };
+
+static bool in_choices(const char *choices, const char *v)
+{
+	size_t n = strlen(v);
+	for (const char *p = choices; *p;) {
+		const char *e = strchr(p, ' ');
+		size_t l = e ? (size_t)(e - p) : strlen(p);
+		if (l == n && !strncmp(p, v, n))
+			return true;
+		p += l;
+		while (*p == ' ')
+			p++;
+	}
+	return false;
+}
+
+/* Stores value v of key k into c; on a bad value writes why into why. */
+static int key_set(const struct key *k, struct bd_config *c, const char *v, char *why, size_t wl)
+{
+	char *base = (char *)c + k->off;
+	char *end;
+	switch (k->type) {
+	case K_STR:
+		if (strlen(v) >= k->size) {
+			snprintf(why, wl, "longer than %zu bytes", k->size - 1);
+			return -1;
+		}
+		strcpy(base, v);
+		return 0;
+	case K_ENUM:
+		if (!in_choices(k->choices, v) || strlen(v) >= k->size) {
+			snprintf(why, wl, "'%s' is not one of: %s", v, k->choices);
+			return -1;
+		}
+		strcpy(base, v);
+		return 0;
+	case K_LEVEL:
+		for (int i = BN_LOG_ERR; i <= BN_LOG_DEBUG; i++)
+			if (!strcasecmp(v, level_names[i])) {
+				*(int *)(void *)base = i;
+				return 0;
+			}
+		snprintf(why, wl, "'%s' is not one of: %s", v, k->choices);
+		return -1;
+	case K_BOOL:
+		if (!strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcmp(v, "1") ||
+		    !strcasecmp(v, "on")) {
+			*(bool *)(void *)base = true;
+			return 0;
+		}
+		if (!strcasecmp(v, "false") || !strcasecmp(v, "no") || !strcmp(v, "0") ||
+		    !strcasecmp(v, "off")) {
+			*(bool *)(void *)base = false;
+			return 0;
+		}
+		snprintf(why, wl, "'%s' is not a boolean (true/false, yes/no, on/off, 1/0)", v);
+		return -1;
+	case K_UINT: {
+		errno = 0;
+		unsigned long long x = strtoull(v, &end, 10);
+		if (!*v || *end || errno || v[0] == '-' || v[0] == '+' || x < k->min || x > k->max) {
+			snprintf(why, wl, "'%s' is not an integer in [%.0f, %.0f]", v, k->min, k->max);
+			return -1;
+		}
+		*(uint32_t *)(void *)base = (uint32_t)x;
+		return 0;
+	}
+	case K_DOUBLE: {
+		errno = 0;
+		double x = strtod(v, &end);
+		if (!*v || *end || errno || !isfinite(x) || x < k->min || x > k->max) {
+			snprintf(why, wl, "'%s' is not a number in [%g, %g]", v, k->min, k->max);
+			return -1;
+		}
+		*(double *)(void *)base = x;
+		return 0;
+	}
+	}
+	return -1;
+}
+
+void bd_config_defaults(struct bd_config *c)
+{
+	memset(c, 0, sizeof(*c));
+	char why[160];
+	for (size_t i = 0; i < N_KEYS; i++)
+		key_set(&keys[i], c, keys[i].def, why, sizeof(why));
+}
+
+static const struct key *key_find(const char *section, const char *name)
+{
+	for (size_t i = 0; i < N_KEYS; i++)
+		if (!strcmp(keys[i].section, section) && !strcmp(keys[i].name, name))
+			return &keys[i];
+	return NULL;
+}
+
+static bool section_known(const char *s)
+{
+	for (size_t i = 0; i < N_KEYS; i++)
+		if (!strcmp(keys[i].section, s))
+			return true;
+	return false;
+}
+
+/* iniparser reports syntax errors through a printf-like callback; keep the last ones. */
+static char ini_errbuf[1024];
+
+static int ini_error(const char *fmt, ...)
+{
+	size_t l = strlen(ini_errbuf);
+	va_list ap;
+	va_start(ap, fmt);
+	if (l < sizeof(ini_errbuf) - 1)
+		vsnprintf(ini_errbuf + l, sizeof(ini_errbuf) - l, fmt, ap);
+	va_end(ap);
+	return 0;
+}
+
+int bd_config_load(struct bd_config *c, const char *path, bool strict_unknown)
+{
+	bd_config_defaults(c);
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		bn_log(BN_LOG_ERR, "%s: cannot read the configuration: %s", path, strerror(errno));
+		return -1;
+	}
+	fclose(f);
+	ini_errbuf[0] = '\0';
+	iniparser_set_error_callback(ini_error);
+	dictionary *d = iniparser_load(path);
+	if (!d) {
+		size_t l = strlen(ini_errbuf);
+		while (l && ini_errbuf[l - 1] == '\n')
+			ini_errbuf[--l] = '\0';
+		for (char *p = ini_errbuf; (p = strchr(p, '\n'));)
+			*p = ' ';
+		bn_log(BN_LOG_ERR, "%s: cannot parse the configuration: %s", path,
+		       *ini_errbuf ? ini_errbuf : "syntax error");
+		return -1;
+	}
+	int errors = 0;
+	/* iniparser lower-cases names; every entry is "section" (no value) or "section:key". */
+	for (int i = 0; i < d->size; i++) {
+		const char *name = d->key[i];
+		if (!name)
+			continue;
+		const char *colon = strchr(name, ':');
+		if (!colon) {
+			if (d->val[i]) {
+				bn_log(BN_LOG_ERR, "%s: key '%s' is outside any section", path, name);
+				errors++;
+			} else if (!section_known(name)) {
+				bn_log(strict_unknown ? BN_LOG_ERR : BN_LOG_WARNING,
+				       "%s: unknown section [%s]%s", path, name,
+				       strict_unknown ? "" : " (ignored)");
+				errors += strict_unknown;
+			}
+			continue;
+		}
+		char sec[64];
+		size_t sl = (size_t)(colon - name);
+		if (sl >= sizeof(sec))
+			sl = sizeof(sec) - 1;
+		memcpy(sec, name, sl);
+		sec[sl] = '\0';
+		if (!section_known(sec))
+			continue;   /* reported with the section */
+		const struct key *k = key_find(sec, colon + 1);
+		if (!k) {
+			bn_log(strict_unknown ? BN_LOG_ERR : BN_LOG_WARNING, "%s: [%s] unknown key '%s'%s",
+			       path, sec, colon + 1, strict_unknown ? "" : " (ignored)");
+			errors += strict_unknown;
+			continue;
+		}
+		char why[256];
+		const char *v = d->val[i] ? d->val[i] : "";
+		if (key_set(k, c, v, why, sizeof(why))) {
+			bn_log(BN_LOG_ERR, "%s: [%s] %s: %s", path, sec, k->name, why);
+			errors++;
+		}
+	}
+	iniparser_freedict(d);
+	if (!c->model_path[0]) {
+		bn_log(BN_LOG_ERR, "%s: [model] path: not set (the GGUF model to serve)", path);
+		errors++;
+	} else if (c->model_path[0] != '/') {
+		bn_log(BN_LOG_ERR, "%s: [model] path: '%s' is not an absolute path", path, c->model_path);
+		errors++;
+	}
+	if (c->plugin_dir[0] && c->plugin_dir[0] != '/') {
+		bn_log(BN_LOG_ERR, "%s: [engine] plugin_dir: '%s' is not an absolute path", path,
+		       c->plugin_dir);
+		errors++;
+	}
+	if (!c->plugin[0]) {
+		bn_log(BN_LOG_ERR, "%s: [engine] plugin: empty (use auto)", path);
+		errors++;
+	}
+	if (c->max_tokens > c->max_tokens_limit) {
+		bn_log(BN_LOG_ERR, "%s: [server] max_tokens: %u is above max_tokens_limit %u", path,
+		       c->max_tokens, c->max_tokens_limit);
+		errors++;
+	}
+	return errors;
+}
+
+void bd_config_print_defaults(FILE *f)
+{
+	const char *sec = "";
+	for (size_t i = 0; i < N_KEYS; i++) {
+		const struct key *k = &keys[i];
+		if (strcmp(sec, k->section)) {
+			fprintf(f, "%s[%s]\n", i ? "\n" : "", k->section);
+			sec = k->section;
+		}
+		fprintf(f, "# %s", k->help);
+		if (k->type == K_UINT)
+			fprintf(f, " (%.0f..%.0f)", k->min, k->max);
+		else if (k->type == K_DOUBLE)
+			fprintf(f, " (%g..%g)", k->min, k->max);
+		else if (k->type == K_ENUM || k->type == K_LEVEL)
+			fprintf(f, " (%s)", k->choices);
+		fprintf(f, "\n#%s = %s\n", k->name, k->def);
+	}
+}

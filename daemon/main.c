@@ -1,0 +1,225 @@
+/* bitnetd: serves one BitNet b1.58 model over D-Bus. Runs in the foreground; systemd
+ * (Type=notify) supervises it. */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "bitnetd.h"
+#include "bus.h"
+#include "cpu.h"
+#include "log.h"
+
+#ifndef PACKAGE_VERSION
+#define PACKAGE_VERSION "0"
+#endif
+
+/* exit codes (bitnetd(8)) */
+#define EXIT_USAGE 2
+#define EXIT_CONFIG 6      /* LSB "not configured" */
+
+struct bd bd = {
+	.lock = PTHREAD_MUTEX_INITIALIZER,
+	.cond = PTHREAD_COND_INITIALIZER,
+	.efd = -1,
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+	        "usage: bitnetd [--config FILE] [--system | --session | --address ADDR]\n"
+	        "       bitnetd --check-config [--config FILE]\n"
+	        "       bitnetd --version | --print-defaults | --introspect\n"
+	        "  --config FILE     configuration (default " BD_DEFAULT_CONFIG ")\n"
+	        "  --system          serve on the system bus (default)\n"
+	        "  --session         serve on the session bus\n"
+	        "  --address ADDR    serve on the bus at this D-Bus address\n"
+	        "  --check-config    check the configuration, print every problem, exit non-zero on any\n"
+	        "  --print-defaults  print every configuration key at its default\n"
+	        "  --introspect      print the D-Bus interface XML\n");
+}
+
+static void plain_sink(int level, const char *msg, void *user)
+{
+	(void)user;
+	fprintf(stderr, "%s%s\n", level <= BN_LOG_ERR ? "error: " : level == BN_LOG_WARNING ?
+	        "warning: " : "", msg);
+}
+
+int main(int argc, char **argv)
+{
+	enum { O_CHECK = 1000, O_VERSION, O_SYSTEM, O_SESSION, O_ADDRESS, O_DEFAULTS, O_INTROSPECT };
+	static const struct option lo[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "system", no_argument, NULL, O_SYSTEM },
+		{ "session", no_argument, NULL, O_SESSION },
+		{ "address", required_argument, NULL, O_ADDRESS },
+		{ "check-config", no_argument, NULL, O_CHECK },
+		{ "print-defaults", no_argument, NULL, O_DEFAULTS },
+		{ "introspect", no_argument, NULL, O_INTROSPECT },
+		{ "version", no_argument, NULL, O_VERSION },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *config = BD_DEFAULT_CONFIG, *address = NULL;
+	int bus_type = 0, n_bus = 0;
+	bool check = false;
+	int c;
+	while ((c = getopt_long(argc, argv, "c:h", lo, NULL)) != -1) {
+		switch (c) {
+		case 'c': config = optarg; break;
+		case O_SYSTEM: bus_type = 0; n_bus++; break;
+		case O_SESSION: bus_type = 1; n_bus++; break;
+		case O_ADDRESS: bus_type = 2; address = optarg; n_bus++; break;
+		case O_CHECK: check = true; break;
+		case O_VERSION: printf("bitnetd %s\n", PACKAGE_VERSION); return 0;
+		case O_DEFAULTS: bd_config_print_defaults(stdout); return 0;
+		case O_INTROSPECT: bd_bus_print_interfaces(stdout); return 0;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return EXIT_USAGE;
+		}
+	}
+	if (optind != argc || n_bus > 1) {
+		if (n_bus > 1)
+			fprintf(stderr, "bitnetd: --system, --session and --address exclude each other\n");
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (check) {
+		/* plain messages for a person at a terminal */
+		bn_log_set_sink(plain_sink, NULL);
+		bn_log_set_level(BN_LOG_INFO);
+		struct bd_config cfg;
+		int errors = bd_config_load(&cfg, config, true);
+		if (errors) {
+			fprintf(stderr, "%s: %s\n", config,
+			        errors < 0 ? "unusable" : "configuration has errors");
+			return EXIT_CONFIG;
+		}
+		if (access(cfg.model_path, R_OK))
+			fprintf(stderr, "%s: [model] path: warning: %s: %s\n", config, cfg.model_path,
+			        strerror(errno));
+		printf("%s: configuration OK\n", config);
+		return 0;
+	}
+
+	/* before any thread exists, so every thread inherits the mask */
+	sigset_t mask;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	if (pthread_sigmask(SIG_BLOCK, &mask, NULL)) {
+		fprintf(stderr, "bitnetd: cannot block signals\n");
+		return 1;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	bd.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (sfd < 0 || bd.efd < 0) {
+		fprintf(stderr, "bitnetd: signalfd/eventfd: %s\n", strerror(errno));
+		return 1;
+	}
+	bd_log_install();
+	bd.config_path = config;
+	bd.state = BD_LOADING;
+	bd_notify("STATUS=Reading %s", config);
+	struct bd_config cfg;
+	int errors = bd_config_load(&cfg, config, false);
+	if (errors) {
+		bn_log(BN_LOG_ERR, "%s: not starting: the configuration has errors", config);
+		bd_notify("STATUS=Configuration errors in %s\nERRNO=%d", config, EINVAL);
+		return EXIT_CONFIG;
+	}
+	bn_log_set_level(cfg.log_level);
+	bd.cfg = cfg;
+	bd.cpu_features = bn_cpu_features();
+	char feat[512];
+	bn_log(BN_LOG_INFO, "bitnetd %s starting; CPU features: %s", PACKAGE_VERSION,
+	       bn_cpu_features_str(bd.cpu_features, feat, sizeof(feat)));
+
+	int rc = 1;
+	int erc = bd_worker_start();
+	if (erc) {
+		bn_log(BN_LOG_ERR, "cannot start the generation thread: %s", strerror(-erc));
+		return 1;
+	}
+	bd_worker_load(&cfg);
+	/* The load runs on the generation thread; here we keep systemd's start timeout
+	 * from firing while a large model is mapped and checked. */
+	bool stop = false;
+	for (;;) {
+		struct pollfd pf[2] = { { .fd = bd.efd, .events = POLLIN }, { .fd = sfd, .events = POLLIN } };
+		int r = poll(pf, 2, 5000);
+		if (r == 0) {
+			bd_notify("EXTEND_TIMEOUT_USEC=20000000");
+			continue;
+		}
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (pf[1].revents) {
+			struct signalfd_siginfo si;
+			while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+				if (si.ssi_signo != SIGHUP)
+					stop = true;
+		}
+		if (pf[0].revents) {
+			uint64_t v;
+			ssize_t k = read(bd.efd, &v, sizeof(v));
+			(void)k;
+			pthread_mutex_lock(&bd.lock);
+			bool done = bd.load_done;
+			pthread_mutex_unlock(&bd.lock);
+			if (done)
+				break;
+		}
+	}
+	char why[512];
+	if (bd_load_take(why, sizeof(why))) {
+		bn_log(BN_LOG_ERR, "not starting: %s", why);
+		bd_notify("STATUS=Failed: %s", why);
+		goto out;
+	}
+	if (stop) {
+		rc = 0;
+		goto out;
+	}
+	bd_notify("STATUS=Connecting to the bus");
+	if (bd_bus_connect(bus_type, address) || bd_bus_request_name())
+		goto out;
+	bd_set_state(BD_READY);
+	bn_log(BN_LOG_NOTICE, "ready on %s as %s: kernel %s, %u threads on CPUs %s, context %u",
+	       bus_type == 0 ? "the system bus" : bus_type == 1 ? "the session bus" : address,
+	       BD_BUS_NAME, bd.info.kernel, bd.info.threads, bd.info.cpus, bd.info.n_ctx);
+	bd_notify("READY=1\nSTATUS=Ready: kernel %s, %u threads", bd.info.kernel, bd.info.threads);
+	rc = bd_bus_run(sfd);
+	bd_props_flush();
+	bn_log(BN_LOG_NOTICE, "stopped");
+out:
+	pthread_mutex_lock(&bd.lock);
+	for (struct bd_request *r = bd.all; r; r = r->all_next)
+		atomic_store(&r->cancel, true);
+	pthread_mutex_unlock(&bd.lock);
+	bd_worker_stop();
+	bd_bus_release();
+	/* requests left after a lost bus connection */
+	while (bd.all) {
+		struct bd_request *r = bd.all;
+		bd.all = r->all_next;
+		bd_request_free(r);
+	}
+	bd_manager_cleanup();
+	close(sfd);
+	close(bd.efd);
+	return rc;
+}

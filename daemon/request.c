@@ -1,0 +1,736 @@
+/* Requests: option checking, prompt rendering and tokenizing, the FIFO queue, the
+ * per-request objects with their unicast Text/Finished signals, and cancellation. */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "bitnetd.h"
+#include "bus.h"
+#include "error.h"
+#include "log.h"
+#include "stop.h"
+#include "tokenizer.h"
+
+bool bd_utf8_ok(const char *s, size_t len)
+{
+	return bn_stop_utf8_valid(s, len);
+}
+
+/* ---- options --------------------------------------------------------------------- */
+
+struct gen_req_opts {
+	struct bn_gen_opts gen;
+	const char *stops[BN_STOP_MAX_STRINGS + 1];   /* [n_stops], pointers into the message */
+	size_t n_stops;
+	const char *template_name;   /* NULL: the method's default */
+	const char *system;
+	bool seed_set;
+	bool add_bos, add_bos_set, parse_special;
+};
+
+enum opt_kind { O_MAX_TOKENS, O_TEMPERATURE, O_TOP_K, O_TOP_P, O_MIN_P, O_REPEAT, O_SEED, O_STOP,
+	        O_TEMPLATE, O_SYSTEM, O_ADD_BOS, O_PARSE_SPECIAL };
+
+struct opt_spec {
+	const char *name;
+	const char *sig;
+	enum opt_kind kind;
+	double min, max;
+};
+
+/* Generate and Chat share these; man/org.bitnetd.Daemon1.5 lists the same table. */
+static const struct opt_spec gen_opts[] = {
+	{ "max_tokens", "u", O_MAX_TOKENS, 1, 0 /* max_tokens_limit */ },
+	{ "temperature", "d", O_TEMPERATURE, 0, BN_SAMPLER_MAX_TEMPERATURE },
+	{ "top_k", "u", O_TOP_K, 0, 1u << 24 },
+	{ "top_p", "d", O_TOP_P, 0, 1 },          /* (0, 1] */
+	{ "min_p", "d", O_MIN_P, 0, 1 },
+	{ "repeat_penalty", "d", O_REPEAT, 0, BN_SAMPLER_MAX_REPEAT_PENALTY },   /* (0, 10] */
+	{ "seed", "t", O_SEED, 0, 0 },
+	{ "stop", "as", O_STOP, 0, 0 },
+	{ "template", "s", O_TEMPLATE, 0, 0 },
+	{ "system", "s", O_SYSTEM, 0, 0 },
+	{ NULL, NULL, 0, 0, 0 },
+};
+
+static const struct opt_spec tok_opts[] = {
+	{ "add_bos", "b", O_ADD_BOS, 0, 0 },
+	{ "parse_special", "b", O_PARSE_SPECIAL, 0, 0 },
+	{ NULL, NULL, 0, 0, 0 },
+};
+
+/* Reads the a{sv} at it. On error returns a reply naming the option. */
+static DBusMessage *opts_parse(DBusMessage *msg, DBusMessageIter *it, const struct opt_spec *table,
+                               struct gen_req_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	bn_sampler_opts_default(&o->gen.sampling);
+	o->gen.sampling.temperature = (float)bd.cfg.temperature;
+	o->gen.sampling.top_k = bd.cfg.top_k;
+	o->gen.sampling.top_p = (float)bd.cfg.top_p;
+	o->gen.sampling.min_p = (float)bd.cfg.min_p;
+	o->gen.sampling.repeat_penalty = (float)bd.cfg.repeat_penalty;
+	o->gen.max_tokens = bd.cfg.max_tokens;
+
+	DBusMessageIter d;
+	dbus_message_iter_recurse(it, &d);
+	for (; dbus_message_iter_get_arg_type(&d) == DBUS_TYPE_DICT_ENTRY; dbus_message_iter_next(&d)) {
+		DBusMessageIter e, v;
+		const char *key;
+		dbus_message_iter_recurse(&d, &e);
+		dbus_message_iter_get_basic(&e, &key);
+		dbus_message_iter_next(&e);
+		dbus_message_iter_recurse(&e, &v);
+		const struct opt_spec *s = table;
+		while (s->name && strcmp(s->name, key))
+			s++;
+		if (!s->name) {
+			char known[256] = "";
+			for (const struct opt_spec *k = table; k->name; k++) {
+				strcat(known, k->name);
+				if (k[1].name)
+					strcat(known, ", ");
+			}
+			return bd_error_reply(msg, -EINVAL, "option '%s': unknown (known options: %s)", key,
+			                      known);
+		}
+		char *sig = dbus_message_iter_get_signature(&v);
+		bool ok = sig && !strcmp(sig, s->sig);
+		if (!ok) {
+			DBusMessage *r = bd_error_reply(msg, -EINVAL, "option %s: expected type '%s', got '%s'",
+			                                key, s->sig, sig ? sig : "?");
+			dbus_free(sig);
+			return r;
+		}
+		dbus_free(sig);
+		dbus_uint32_t u = 0;
+		double x = 0;
+		dbus_bool_t b = 0;
+		const char *str = NULL;
+		int t = dbus_message_iter_get_arg_type(&v);
+		if (t == DBUS_TYPE_UINT32)
+			dbus_message_iter_get_basic(&v, &u);
+		else if (t == DBUS_TYPE_DOUBLE)
+			dbus_message_iter_get_basic(&v, &x);
+		else if (t == DBUS_TYPE_BOOLEAN)
+			dbus_message_iter_get_basic(&v, &b);
+		else if (t == DBUS_TYPE_STRING)
+			dbus_message_iter_get_basic(&v, &str);
+		if (t == DBUS_TYPE_DOUBLE && !isfinite(x))
+			return bd_error_reply(msg, -ERANGE, "option %s: %g is not a finite number", key, x);
+		switch (s->kind) {
+		case O_MAX_TOKENS:
+			if (u < 1 || u > bd.cfg.max_tokens_limit)
+				return bd_error_reply(msg, -ERANGE, "option max_tokens: %u is outside [1, %u] "
+				                      "(max_tokens_limit)", u, bd.cfg.max_tokens_limit);
+			o->gen.max_tokens = u;
+			break;
+		case O_TEMPERATURE:
+			if (x < s->min || x > s->max)
+				return bd_error_reply(msg, -ERANGE, "option temperature: %g is outside [0, %g]",
+				                      x, s->max);
+			o->gen.sampling.temperature = (float)x;
+			break;
+		case O_TOP_K:
+			if (u > s->max)
+				return bd_error_reply(msg, -ERANGE, "option top_k: %u is outside [0, %.0f]", u,
+				                      s->max);
+			o->gen.sampling.top_k = u;
+			break;
+		case O_TOP_P:
+			if (!(x > 0 && x <= 1))
+				return bd_error_reply(msg, -ERANGE, "option top_p: %g is outside (0, 1]", x);
+			o->gen.sampling.top_p = (float)x;
+			break;
+		case O_MIN_P:
+			if (x < 0 || x > 1)
+				return bd_error_reply(msg, -ERANGE, "option min_p: %g is outside [0, 1]", x);
+			o->gen.sampling.min_p = (float)x;
+			break;
+		case O_REPEAT:
+			if (!(x > 0 && x <= s->max))
+				return bd_error_reply(msg, -ERANGE, "option repeat_penalty: %g is outside "
+				                      "(0, %g]", x, s->max);
+			o->gen.sampling.repeat_penalty = (float)x;
+			break;
+		case O_SEED:
+			dbus_message_iter_get_basic(&v, &o->gen.sampling.seed);
+			o->seed_set = true;
+			break;
+		case O_STOP: {
+			DBusMessageIter a;
+			dbus_message_iter_recurse(&v, &a);
+			for (; dbus_message_iter_get_arg_type(&a) == DBUS_TYPE_STRING;
+			     dbus_message_iter_next(&a)) {
+				const char *st;
+				dbus_message_iter_get_basic(&a, &st);
+				size_t l = strlen(st);
+				if (o->n_stops == BN_STOP_MAX_STRINGS)
+					return bd_error_reply(msg, -E2BIG, "option stop: more than %d strings",
+					                      BN_STOP_MAX_STRINGS);
+				if (!l || l > BN_STOP_MAX_LEN)
+					return bd_error_reply(msg, -EINVAL, "option stop: string %zu is %s", o->n_stops,
+					                      l ? "longer than 1024 bytes" : "empty");
+				if (!bd_utf8_ok(st, l))
+					return bd_error_reply(msg, -EILSEQ, "option stop: string %zu is not valid "
+					                      "UTF-8", o->n_stops);
+				o->stops[o->n_stops++] = st;
+			}
+			break;
+		}
+		case O_TEMPLATE: {
+			enum bn_chat_format f;
+			bool is_auto;
+			if (!bd_utf8_ok(str, strlen(str)) || bn_chat_format_parse(str, &f, &is_auto))
+				return bd_error_reply(msg, -EINVAL, "option template: '%s' is not one of raw, "
+				                      "chat, bitnet, llama3, instruct, auto",
+				                      bd_utf8_ok(str, strlen(str)) ? str : "(invalid UTF-8)");
+			o->template_name = str;
+			break;
+		}
+		case O_SYSTEM:
+			if (!bd_utf8_ok(str, strlen(str)))
+				return bd_error_reply(msg, -EILSEQ, "option system: not valid UTF-8");
+			if (strlen(str) > bd.cfg.max_prompt_bytes)
+				return bd_error_reply(msg, -E2BIG, "option system: %zu bytes exceeds "
+				                      "max_prompt_bytes %u", strlen(str), bd.cfg.max_prompt_bytes);
+			o->system = str;
+			break;
+		case O_ADD_BOS:
+			o->add_bos = b;
+			o->add_bos_set = true;
+			break;
+		case O_PARSE_SPECIAL:
+			o->parse_special = b;
+			break;
+		}
+	}
+	return NULL;
+}
+
+/* ---- the live request list ---------------------------------------------------------- */
+
+struct bd_request *bd_request_find(const char *path)
+{
+	for (struct bd_request *r = bd.all; r; r = r->all_next)
+		if (!strcmp(r->path, path))
+			return r;
+	return NULL;
+}
+
+void bd_request_list_children(char *buf, size_t len)
+{
+	size_t n = 0;
+	buf[0] = '\0';
+	for (struct bd_request *r = bd.all; r; r = r->all_next) {
+		int k = snprintf(buf + n, len - n, "%s%u", n ? " " : "", r->id);
+		if (k < 0 || (size_t)k >= len - n)
+			break;
+		n += (size_t)k;
+	}
+}
+
+static unsigned owner_requests(const char *owner)
+{
+	unsigned n = 0;
+	for (struct bd_request *r = bd.all; r; r = r->all_next)
+		n += !strcmp(r->owner, owner);
+	return n;
+}
+
+static void owner_watch(const char *owner, bool add)
+{
+	char rule[256];
+	snprintf(rule, sizeof(rule), "type='signal',sender='" DBUS_SERVICE_DBUS "',interface='"
+	         DBUS_INTERFACE_DBUS "',member='NameOwnerChanged',arg0='%s'", owner);
+	/* no DBusError: sent without waiting for the reply */
+	if (add)
+		dbus_bus_add_match(bd.conn, rule, NULL);
+	else
+		dbus_bus_remove_match(bd.conn, rule, NULL);
+}
+
+static void request_unlink(struct bd_request *r)
+{
+	for (struct bd_request **pp = &bd.all; *pp; pp = &(*pp)->all_next)
+		if (*pp == r) {
+			*pp = r->all_next;
+			break;
+		}
+	if (!owner_requests(r->owner))
+		owner_watch(r->owner, false);
+}
+
+/* ---- Generate / Chat / Tokenize ------------------------------------------------------ */
+
+static DBusMessage *not_ready(DBusMessage *msg)
+{
+	if (bd.state == BD_STOPPING)
+		return bd_error_reply(msg, -EALREADY, "the daemon is stopping");
+	if (!bd.loaded)
+		return bd_error_reply(msg, -EALREADY, "the daemon is still loading its model");
+	return NULL;
+}
+
+static DBusMessage *check_prompt(DBusMessage *msg, const char *what, const char *s, size_t len,
+                                 bool allow_empty)
+{
+	if (!bd_utf8_ok(s, len))
+		return bd_error_reply(msg, -EILSEQ, "%s is not valid UTF-8", what);
+	if (!len && !allow_empty)
+		return bd_error_reply(msg, -EINVAL, "%s is empty", what);
+	if (len > bd.cfg.max_prompt_bytes)
+		return bd_error_reply(msg, -E2BIG, "%s of %zu bytes exceeds max_prompt_bytes %u", what, len,
+		                      bd.cfg.max_prompt_bytes);
+	return NULL;
+}
+
+DBusMessage *bd_generate(DBusMessage *msg, bool chat)
+{
+	DBusMessage *e;
+	struct bn_error err = { 0 };
+	if ((e = not_ready(msg)))
+		return e;
+	DBusMessageIter it;
+	dbus_message_iter_init(msg, &it);
+	const char *prompt = NULL;
+	struct bn_chat_msg *msgs = NULL;   /* [n_msgs] pointers into msg */
+	size_t n_msgs = 0;
+	char *rendered = NULL;
+	int32_t *ids = NULL;
+	size_t n_ids = 0;
+	struct gen_req_opts o;
+	struct bd_request *r = NULL;
+	DBusMessage *reply = NULL;
+
+	if (!chat) {
+		dbus_message_iter_get_basic(&it, &prompt);
+		if ((reply = check_prompt(msg, "the prompt", prompt, strlen(prompt), false)))
+			goto out;
+	} else {
+		DBusMessageIter a, s;
+		dbus_message_iter_recurse(&it, &a);
+		size_t total = 0, cap = 0;
+		for (; dbus_message_iter_get_arg_type(&a) == DBUS_TYPE_STRUCT; dbus_message_iter_next(&a)) {
+			if (n_msgs == cap) {
+				cap = cap ? cap * 2 : 8;
+				struct bn_chat_msg *nm = realloc(msgs, cap * sizeof(*nm));
+				if (!nm) {
+					reply = bd_error_reply(msg, -ENOMEM, "out of memory");
+					goto out;
+				}
+				msgs = nm;
+			}
+			dbus_message_iter_recurse(&a, &s);
+			dbus_message_iter_get_basic(&s, &msgs[n_msgs].role);
+			dbus_message_iter_next(&s);
+			dbus_message_iter_get_basic(&s, &msgs[n_msgs].content);
+			const char *role = msgs[n_msgs].role;
+			if (!bd_utf8_ok(role, strlen(role)) || (strcmp(role, "system") && strcmp(role, "user") &&
+			                                        strcmp(role, "assistant"))) {
+				reply = bd_error_reply(msg, -EINVAL, "message %zu: role '%s' is not system, user "
+				                       "or assistant", n_msgs,
+				                       bd_utf8_ok(role, strlen(role)) ? role : "(invalid UTF-8)");
+				goto out;
+			}
+			size_t cl = strlen(msgs[n_msgs].content);
+			if (!bd_utf8_ok(msgs[n_msgs].content, cl)) {
+				reply = bd_error_reply(msg, -EILSEQ, "message %zu: content is not valid UTF-8",
+				                       n_msgs);
+				goto out;
+			}
+			total += cl;
+			n_msgs++;
+		}
+		if (!n_msgs) {
+			reply = bd_error_reply(msg, -EINVAL, "messages: the list is empty");
+			goto out;
+		}
+		if (total > bd.cfg.max_prompt_bytes) {
+			reply = bd_error_reply(msg, -E2BIG, "messages of %zu bytes exceed max_prompt_bytes %u",
+			                       total, bd.cfg.max_prompt_bytes);
+			goto out;
+		}
+	}
+	dbus_message_iter_next(&it);
+	if ((reply = opts_parse(msg, &it, gen_opts, &o)))
+		goto out;
+
+	/* cheap checks first: a full queue is answered before any tokenizing */
+	pthread_mutex_lock(&bd.lock);
+	bool full = (bd.running || bd.n_queued) && bd.n_queued >= bd.cfg.max_queue;
+	uint32_t queued = bd.n_queued;
+	pthread_mutex_unlock(&bd.lock);
+	if (full) {
+		bd.cnt.rejected++;
+		bd_props_changed(BD_PROP_COUNTERS);
+		reply = bd_error_reply(msg, -EAGAIN, "daemon busy: %u requests queued (max_queue %u)",
+		                       queued, bd.cfg.max_queue);
+		goto out;
+	}
+
+	struct bd_model *m = bd.model;
+	enum bn_chat_format fmt = BN_CHAT_RAW;
+	if (o.template_name) {
+		bool is_auto;
+		bn_chat_format_parse(o.template_name, &fmt, &is_auto);
+		if (is_auto)
+			fmt = m->chat_fmt;
+	} else if (chat) {
+		fmt = m->chat_fmt;
+	}
+	if (!chat && fmt == BN_CHAT_RAW && o.system) {
+		reply = bd_error_reply(msg, -EINVAL, "option system: needs a chat template (template is "
+		                       "raw)");
+		goto out;
+	}
+	const char *text;
+	size_t text_len;
+	bool add_bos, special;
+	int rc = 0;
+	if (fmt == BN_CHAT_RAW && !chat) {
+		text = prompt;
+		text_len = strlen(prompt);
+		add_bos = bn_tokenizer_add_bos(m->tok);
+		special = false;
+	} else {
+		struct bn_chat_msg one = { "user", prompt };
+		rc = bn_chat_render(fmt, chat ? msgs : &one, chat ? n_msgs : 1, o.system, &rendered, &err);
+		if (rc) {
+			reply = bd_error_reply(msg, rc, "%s", err.msg);
+			goto out;
+		}
+		text = rendered;
+		text_len = strlen(rendered);
+		/* raw chat: contents are plain text; chat formats carry special-token text */
+		special = fmt != BN_CHAT_RAW;
+		add_bos = !bn_chat_adds_bos(fmt) && bn_tokenizer_add_bos(m->tok);
+		const char *def = bn_chat_default_stop(fmt);
+		if (def && o.n_stops < BN_STOP_MAX_STRINGS)
+			o.stops[o.n_stops++] = def;
+	}
+	if ((rc = bn_tokenize(m->tok, text, text_len, add_bos, special, &ids, &n_ids, &err))) {
+		reply = bd_error_reply(msg, rc, "%s", err.msg);
+		goto out;
+	}
+	if (!n_ids) {
+		reply = bd_error_reply(msg, -EINVAL, "the prompt gives no tokens");
+		goto out;
+	}
+	if (n_ids >= bd.info.n_ctx) {
+		bd.cnt.rejected++;
+		bd_props_changed(BD_PROP_COUNTERS);
+		reply = bd_error_reply(msg, -ENOSPC, "prompt of %zu tokens does not fit the context of %u "
+		                       "tokens (one position is needed to generate)", n_ids, bd.info.n_ctx);
+		goto out;
+	}
+	if (!o.seed_set && getrandom(&o.gen.sampling.seed, sizeof(o.gen.sampling.seed), 0) !=
+	                   (ssize_t)sizeof(o.gen.sampling.seed))
+		o.gen.sampling.seed = (uint64_t)bn_now();
+	if (bn_sampler_opts_check(&o.gen.sampling, &err)) {
+		reply = bd_error_reply(msg, -ERANGE, "%s", err.msg);
+		goto out;
+	}
+
+	r = calloc(1, sizeof(*r));
+	if (!r || !(r->owner = strdup(dbus_message_get_sender(msg))) ||
+	    !(r->text = malloc(text_len + 1)) ||
+	    (o.n_stops && !(r->stops = calloc(o.n_stops, sizeof(char *))))) {
+		reply = bd_error_reply(msg, -ENOMEM, "out of memory");
+		goto out;
+	}
+	memcpy(r->text, text, text_len);
+	r->text[text_len] = '\0';
+	r->text_len = text_len;
+	r->add_bos = add_bos;
+	r->parse_special = special;
+	for (size_t i = 0; i < o.n_stops; i++, r->n_stops++)
+		if (!(r->stops[i] = strdup(o.stops[i]))) {
+			reply = bd_error_reply(msg, -ENOMEM, "out of memory");
+			goto out;
+		}
+	r->gen = o.gen;
+	r->gen.stops = (const char *const *)r->stops;
+	r->gen.n_stops = r->n_stops;
+	r->ids = ids;
+	r->n_ids = n_ids;
+	ids = NULL;
+	r->m = bd_model_ref(m);
+	r->id = ++bd.next_id;
+	snprintf(r->path, sizeof(r->path), BD_REQ_PATH "/%u", r->id);
+	r->t_queued = bn_now();
+	atomic_init(&r->cancel, false);
+	r->state = BD_REQ_QUEUED;
+
+	reply = dbus_message_new_method_return(msg);
+	const char *path = r->path;
+	if (!reply || !dbus_message_append_args(reply, DBUS_TYPE_OBJECT_PATH, &path, DBUS_TYPE_INVALID)) {
+		if (reply)
+			dbus_message_unref(reply);
+		reply = NULL;
+		goto out;
+	}
+	if (!owner_requests(r->owner))
+		owner_watch(r->owner, true);
+	r->all_next = bd.all;
+	bd.all = r;
+	/* the reply goes out before any Text signal of this request */
+	bd_send(reply);
+	reply = NULL;
+	pthread_mutex_lock(&bd.lock);
+	if (bd.qtail)
+		bd.qtail->next = r;
+	else
+		bd.qhead = r;
+	bd.qtail = r;
+	bd.n_queued++;
+	pthread_cond_signal(&bd.cond);
+	pthread_mutex_unlock(&bd.lock);
+	bn_log(BN_LOG_INFO, "request %u from %s: %zu prompt tokens, max_tokens %u", r->id, r->owner,
+	       r->n_ids, r->gen.max_tokens);
+	bd_props_changed(BD_PROP_QUEUE);
+	r = NULL;
+	free(msgs);
+	free(rendered);
+	/* already answered: tell the dispatcher not to reply again */
+	return NULL;
+out:
+	bd_request_free(r);
+	free(ids);
+	free(msgs);
+	free(rendered);
+	if (!reply)
+		reply = bd_error_reply(msg, -ENOMEM, "out of memory");
+	return reply;
+}
+
+DBusMessage *bd_tokenize(DBusMessage *msg)
+{
+	DBusMessage *e;
+	if ((e = not_ready(msg)))
+		return e;
+	DBusMessageIter it;
+	dbus_message_iter_init(msg, &it);
+	const char *text;
+	dbus_message_iter_get_basic(&it, &text);
+	size_t len = strlen(text);
+	if ((e = check_prompt(msg, "the text", text, len, true)))
+		return e;
+	dbus_message_iter_next(&it);
+	struct gen_req_opts o;
+	if ((e = opts_parse(msg, &it, tok_opts, &o)))
+		return e;
+	struct bd_model *m = bd.model;
+	int32_t *ids = NULL;
+	size_t n = 0;
+	struct bn_error err = { 0 };
+	bool add_bos = o.add_bos_set ? o.add_bos : bn_tokenizer_add_bos(m->tok);
+	int rc = bn_tokenize(m->tok, text, len, add_bos, o.parse_special, &ids, &n, &err);
+	if (rc)
+		return bd_error_reply(msg, rc, "%s", err.msg);
+	DBusMessage *r = dbus_message_new_method_return(msg);
+	DBusMessageIter o2, a;
+	if (r) {
+		dbus_message_iter_init_append(r, &o2);
+		dbus_message_iter_open_container(&o2, DBUS_TYPE_ARRAY, "u", &a);
+		for (size_t i = 0; i < n; i++) {
+			dbus_uint32_t u = (dbus_uint32_t)ids[i];
+			dbus_message_iter_append_basic(&a, DBUS_TYPE_UINT32, &u);
+		}
+		dbus_message_iter_close_container(&o2, &a);
+	}
+	free(ids);
+	return r;
+}
+
+/* ---- cancelling and finishing -------------------------------------------------------- */
+
+/* With bd.lock held: a queued request leaves the queue and is finished as cancelled; a
+ * running one is asked to stop at its next token. */
+static void request_cancel_locked(struct bd_request *r)
+{
+	atomic_store(&r->cancel, true);
+	if (r->state != BD_REQ_QUEUED)
+		return;
+	struct bd_request **pp = &bd.qhead, *prev = NULL;
+	for (; *pp && *pp != r; prev = *pp, pp = &(*pp)->next)
+		;
+	if (*pp) {
+		*pp = r->next;
+		if (bd.qtail == r)
+			bd.qtail = prev;
+		bd.n_queued--;
+	}
+	r->next = NULL;
+	r->state = BD_REQ_DONE;
+	r->st.reason = BN_STOP_CANCELLED;
+}
+
+void bd_requests_cancel_owner(const char *owner)
+{
+	bool any = false;
+	pthread_mutex_lock(&bd.lock);
+	for (struct bd_request *r = bd.all; r; r = r->all_next)
+		if (!owner || !strcmp(r->owner, owner)) {
+			request_cancel_locked(r);
+			any = true;
+		}
+	pthread_mutex_unlock(&bd.lock);
+	if (any && owner)
+		bn_log(BN_LOG_INFO, "%s left the bus: its requests are cancelled", owner);
+	if (any)
+		bd_requests_pump();
+}
+
+static DBusMessage *request_cancel(DBusMessage *msg, void *obj)
+{
+	struct bd_request *r = obj;
+	if (strcmp(dbus_message_get_sender(msg), r->owner))
+		return bd_error_reply(msg, -EACCES, "request %u belongs to another client", r->id);
+	pthread_mutex_lock(&bd.lock);
+	request_cancel_locked(r);
+	pthread_mutex_unlock(&bd.lock);
+	DBusMessage *reply = dbus_message_new_method_return(msg);
+	if (reply)
+		bd_send(reply);
+	bd_requests_pump();
+	return NULL;
+}
+
+static void send_text(struct bd_request *r, const char *s)
+{
+	DBusMessage *m = dbus_message_new_signal(r->path, BD_IFACE_REQUEST, "Text");
+	if (!m)
+		return;
+	dbus_message_set_destination(m, r->owner);
+	dbus_message_append_args(m, DBUS_TYPE_STRING, &s, DBUS_TYPE_INVALID);
+	bd_send(m);
+}
+
+static void send_finished(struct bd_request *r)
+{
+	DBusMessage *m = dbus_message_new_signal(r->path, BD_IFACE_REQUEST, "Finished");
+	if (!m)
+		return;
+	dbus_message_set_destination(m, r->owner);
+	const char *reason = bn_stop_reason_name(r->st.reason);
+	DBusMessageIter it, d;
+	dbus_message_iter_init_append(m, &it);
+	dbus_message_iter_append_basic(&it, DBUS_TYPE_STRING, &reason);
+	dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "{sv}", &d);
+	dbus_uint32_t u = r->st.n_prompt ? r->st.n_prompt : (dbus_uint32_t)r->n_ids;
+	bd_dict_add(&d, "prompt_tokens", DBUS_TYPE_UINT32, &u);
+	u = r->st.n_gen;
+	bd_dict_add(&d, "generated_tokens", DBUS_TYPE_UINT32, &u);
+	bd_dict_add(&d, "prompt_seconds", DBUS_TYPE_DOUBLE, &r->st.prompt_s);
+	bd_dict_add(&d, "generation_seconds", DBUS_TYPE_DOUBLE, &r->st.gen_s);
+	bd_dict_add(&d, "prompt_tokens_per_second", DBUS_TYPE_DOUBLE, &r->st.prompt_tps);
+	bd_dict_add(&d, "tokens_per_second", DBUS_TYPE_DOUBLE, &r->st.gen_tps);
+	const char *k = r->kernel;
+	bd_dict_add(&d, "kernel", DBUS_TYPE_STRING, &k);
+	dbus_uint64_t seed = r->gen.sampling.seed;
+	bd_dict_add(&d, "seed", DBUS_TYPE_UINT64, &seed);
+	if (r->rc) {
+		const char *e = bd_utf8_ok(r->err, strlen(r->err)) ? r->err : "error";
+		bd_dict_add(&d, "error", DBUS_TYPE_STRING, &e);
+		const char *en = bn_error_dbus_name(r->rc);
+		bd_dict_add(&d, "error_name", DBUS_TYPE_STRING, &en);
+	}
+	dbus_message_iter_close_container(&it, &d);
+	bd_send(m);
+}
+
+void bd_requests_pump(void)
+{
+	struct bd_request *done = NULL;
+	unsigned changed = 0;
+	pthread_mutex_lock(&bd.lock);
+	bool load_done = bd.load_done;
+	for (struct bd_request *r = bd.all; r; r = r->all_next) {
+		if (r->out_len) {
+			r->out[r->out_len] = '\0';
+			if (dbus_validate_utf8(r->out, NULL))
+				send_text(r, r->out);
+			else
+				bn_log(BN_LOG_ERR, "request %u: dropped text that is not valid UTF-8", r->id);
+			r->out_len = 0;
+		}
+	}
+	/* finished ones leave the list; everything else stays */
+	for (struct bd_request **pp = &bd.all; *pp;) {
+		struct bd_request *r = *pp;
+		if (r->state == BD_REQ_DONE) {
+			*pp = r->all_next;
+			r->all_next = done;
+			done = r;
+		} else {
+			pp = &r->all_next;
+		}
+	}
+	pthread_mutex_unlock(&bd.lock);
+	for (struct bd_request *r = done, *next; r; r = next) {
+		next = r->all_next;
+		send_finished(r);
+		switch (r->st.reason) {
+		case BN_STOP_CANCELLED: bd.cnt.cancelled++; break;
+		case BN_STOP_ERROR:
+		case BN_STOP_CONTEXT_FULL:
+			/* context-full while generating is a served request */
+			if (r->rc)
+				bd.cnt.failed++;
+			else
+				bd.cnt.served++;
+			break;
+		default: bd.cnt.served++; break;
+		}
+		bd.cnt.tokens_in += r->st.n_prompt;
+		bd.cnt.tokens_out += r->st.n_gen;
+		bn_log(BN_LOG_INFO, "request %u finished: %s, %u prompt + %u generated tokens, %.2f "
+		       "tokens/s", r->id, bn_stop_reason_name(r->st.reason), r->st.n_prompt, r->st.n_gen,
+		       r->st.gen_tps);
+		r->all_next = NULL;
+		request_unlink(r);
+		bd_request_free(r);
+		changed |= BD_PROP_COUNTERS | BD_PROP_QUEUE;
+	}
+	pthread_mutex_lock(&bd.lock);
+	unsigned active = bd.running ? 1 : 0;
+	pthread_mutex_unlock(&bd.lock);
+	if (active != bd.n_active) {
+		bd.n_active = active;
+		changed |= BD_PROP_QUEUE;
+	}
+	bd_props_changed(changed);
+	if (load_done)
+		bd_reload_finish();
+}
+
+static const struct bd_arg no_args[] = { { NULL, NULL } };
+static const struct bd_arg text_args[] = { { "chunk", "s" }, { NULL, NULL } };
+static const struct bd_arg finished_args[] = { { "reason", "s" }, { "stats", "a{sv}" },
+                                               { NULL, NULL } };
+
+static const struct bd_method request_methods[] = {
+	{ "Cancel", no_args, no_args, request_cancel },
+	{ NULL, NULL, NULL, NULL },
+};
+
+static const struct bd_signal request_signals[] = {
+	{ "Text", text_args },
+	{ "Finished", finished_args },
+	{ NULL, NULL },
+};
+
+static const struct bd_prop request_props[] = { { NULL, NULL, NULL, 0 } };
+
+const struct bd_iface bd_request_iface = {
+	BD_IFACE_REQUEST, request_methods, request_signals, request_props,
+};
