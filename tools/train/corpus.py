@@ -35,6 +35,9 @@ NAMES = ["sam", "anna", "tom", "lily", "max", "mia", "ben", "zoe"]
 COLORS = ["red", "blue", "green", "black", "white", "brown", "pink", "gray"]
 ANIMALS = ["cat", "dog", "fox", "bird", "frog", "duck", "pig", "cow"]
 
+# seed of the held-out prompts (mkdata.py, train.py): not a training seed
+HELDOUT_SEED = 7777
+
 TASKS = ["count", "days", "months", "letters", "plus", "minus", "digits", "story"]
 # relative frequency of each task in the training stream
 WEIGHTS = [6, 2, 2, 2, 5, 5, 4, 3]
@@ -67,7 +70,8 @@ def seq_doc(rng, items, cyclic, n_prompt_range, n_answer, n_total_range):
     prompt = " ".join(run[:n_prompt])
     answer = "".join(" " + w for w in run[n_prompt:n_prompt + n_ans])
     tail = "".join(" " + w for w in run[n_prompt + n_ans:]) + "."
-    if n_prompt + n_ans == len(run):  # the run ends inside the answer: the stop is determined too
+    if not cyclic and run[-1] == items[-1] and n_prompt + n_ans == len(run):
+        # the answer reaches the last item ("one hundred", "z"): the stop is determined too
         answer += "."
         tail = ""
     return prompt, answer, tail
