@@ -3,7 +3,7 @@
 . "${top_srcdir:-$(dirname "$0")/..}/tests/daemon-lib.sh"
 need_dbus
 command -v gdbus >/dev/null || skip "gdbus is not installed"
-make_model
+make_model 512
 write_config "$T/bitnetd.conf" "max_prompt_bytes = 4096" "max_tokens_limit = 64" "max_tokens = 16"
 start_bus
 start_daemon "$T/bitnetd.conf"

@@ -35,11 +35,11 @@ need_dbus() {
 	command -v dbus-daemon >/dev/null 2>&1 || skip "dbus-daemon is not installed"
 }
 
-# A deterministic model: the tiny preset, made once per test. Its context is large (8192)
-# so that a long generation outlasts the tests that interrupt one mid-stream.
+# A deterministic model: the tiny preset, made once per test, with context $1 (default 8192,
+# so that a long generation outlasts the tests that interrupt one mid-stream).
 make_model() {
 	MODEL=$T/tiny.gguf
-	"$BITNET" mkmodel --preset tiny --seed 1 --ctx 8192 --out "$MODEL" >/dev/null 2>&1 ||
+	"$BITNET" mkmodel --preset tiny --seed 1 --ctx "${1:-8192}" --out "$MODEL" >/dev/null 2>&1 ||
 		fail "bitnet mkmodel failed"
 }
 
