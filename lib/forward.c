@@ -447,7 +447,6 @@ int bn_decode(struct bn_ctx *c, const struct bn_batch *b, float *logits, struct 
 			return bn_err_set(err, -ENOMEM, "out of memory");
 	}
 	size_t n = b->n, E = hp->n_embd, F = hp->n_ff, hd = hp->head_dim, kvd = c->kvd;
-	size_t W = E > F ? E : F;
 	for (size_t i = 0; i < n; i++) {
 		embed(m, b->token[i], c->x + i * E);
 		bn_rope_table(b->pos[i], (uint32_t)hd, hp->rope_base, c->rcos + i * hd / 2,
@@ -508,7 +507,6 @@ int bn_decode(struct bn_ctx *c, const struct bn_batch *b, float *logits, struct 
 			c->y16[nw * E + e] = bn_f32_to_f16(y[e]);
 		nw++;
 	}
-	(void)W;
 	if (nw && logits) {
 		struct head_job hj = { c, nw, logits, 0 };
 		bn_pool_run(c->pool, head_worker, &hj);
