@@ -6,7 +6,11 @@
  * I2_S weights, far beyond the caches, cycled like decode does) and the F16 LM head
  * (2560 x 128256, 657 MB), per plugin, one thread and two threads (each half of every
  * matrix's rows, a barrier per matrix as in the engine's pool). Read bandwidth: an AVX2
- * streaming sum over 1 GB, measured in the same run. Figures are medians of --runs runs. */
+ * streaming sum over 1 GB, measured in the same run. Figures are medians of --runs runs.
+ * Also per plugin: the prefill GEMM (m = 128 activation rows over the seven projections of
+ * one layer, rows split like the engine's pool; GMAC/s and the token rate those GEMMs alone
+ * would allow over 30 layers) and the one-thread GEMV compute ceiling (2560 x 512 weights,
+ * L2-resident, best of 20). */
 #include <errno.h>
 #include <immintrin.h>
 #include <pthread.h>
@@ -38,7 +42,12 @@ static struct mat mats[N_LAYERS * 7];
 static size_t n_mats, ternary_bytes;
 static uint8_t *ternary_buf;   /* all matrices back to back */
 static uint16_t *lm_head;      /* [VOCAB][HIDDEN] f16 */
+#define PP_M 128
 static int8_t q_act[FFN];      /* [FFN] int8 activation */
+static int8_t *q_pp;           /* [PP_M][FFN] int8 activations for the prefill GEMM */
+static float *y_pp;            /* [PP_M][FFN] f32 prefill outputs */
+static float pp_scale[PP_M];   /* [PP_M] */
+static int32_t pp_sum[PP_M];   /* [PP_M] */
 static uint16_t x16[HIDDEN];   /* [HIDDEN] f16 activation */
 static float y_out[2][VOCAB];  /* [thread][rows] */
 
@@ -93,7 +102,7 @@ __attribute__((target("avx2"))) static int64_t stream_sum(const uint8_t *p, size
 
 /* ---- threads ----------------------------------------------------------------------- */
 
-enum job { JOB_BW, JOB_TERNARY, JOB_LMHEAD };
+enum job { JOB_BW, JOB_TERNARY, JOB_LMHEAD, JOB_PREFILL };
 
 struct worker {
 	pthread_t th;
@@ -120,6 +129,18 @@ static void run_job(struct worker *wk)
 			size_t r0 = half * (size_t)id, r1 = id == nt - 1 ? m->rows : r0 + half;
 			wk->ops->ternary_gemm(m->w, m->k, r0, r1, 0.5f, q_act, &qscale, &qsum, 1,
 			                      y_out[0], VOCAB);
+			if (nt > 1)
+				pthread_barrier_wait(wk->bar);
+		}
+		return;
+	}
+	if (wk->job == JOB_PREFILL) {
+		for (size_t i = 0; i < 7; i++) {   /* layer 0's projections */
+			const struct mat *m = &mats[i];
+			size_t half = (m->rows / (size_t)nt + 15) & ~(size_t)15;
+			size_t r0 = half * (size_t)id, r1 = id == nt - 1 ? m->rows : r0 + half;
+			wk->ops->ternary_gemm(m->w, m->k, r0, r1, 0.5f, q_pp, pp_scale, pp_sum, PP_M,
+			                      y_pp, m->rows);
 			if (nt > 1)
 				pthread_barrier_wait(wk->bar);
 		}
@@ -155,10 +176,36 @@ static double time_job(enum job job, const struct bn_kernel_ops *ops, int nt)
 	return t;
 }
 
+static double layer_macs(void)   /* multiply-adds of one layer's GEMMs at m = PP_M */
+{
+	double macs = 0;
+	for (size_t i = 0; i < 7; i++)
+		macs += (double)shape[i][0] * (double)shape[i][1] * PP_M;
+	return macs;
+}
+
+/* One-thread ternary GEMV on 2560 x 512 weights that stay in L2: the compute ceiling. */
+static double gemv_ceiling(const struct bn_kernel_ops *ops)
+{
+	const struct mat *m = &mats[0];   /* the first 512 rows of layer 0's q */
+	float qscale = 1.0f;
+	int32_t qsum = 0;
+	double best = 1e30;
+	for (int r = 0; r < 20; r++) {
+		double t0 = now();
+		ops->ternary_gemm(m->w, m->k, 0, 512, 0.5f, q_act, &qscale, &qsum, 1, y_out[0], VOCAB);
+		double t = now() - t0;
+		if (t < best)
+			best = t;
+	}
+	return (double)m->k / 4 * 512 / best * 1e-9;
+}
+
 static double gbps(enum job job, const struct bn_kernel_ops *ops, int nt, int runs)
 {
 	double bytes = job == JOB_BW ? (double)BW_BYTES
 	               : job == JOB_TERNARY ? (double)ternary_bytes
+	               : job == JOB_PREFILL ? layer_macs()
 	               : (double)VOCAB * HIDDEN * 2.0;
 	double v[32];
 	time_job(job, ops, nt);   /* warm-up: page faults, frequency */
@@ -210,6 +257,15 @@ int main(int argc, char **argv)
 		             (uint16_t)((i & 1) << 15);
 	for (size_t i = 0; i < FFN; i++)
 		q_act[i] = (int8_t)(i * 37);
+	if (posix_memalign((void **)&q_pp, 64, (size_t)PP_M * FFN) ||
+	    posix_memalign((void **)&y_pp, 64, (size_t)PP_M * FFN * sizeof(float))) {
+		fprintf(stderr, "bench-kernels: out of memory\n");
+		return 1;
+	}
+	for (size_t i = 0; i < (size_t)PP_M * FFN; i++)
+		q_pp[i] = (int8_t)(i * 37 + i / 7);
+	for (size_t i = 0; i < PP_M; i++)
+		pp_scale[i] = 1.0f;
 	for (size_t i = 0; i < HIDDEN; i++)
 		x16[i] = bn_f32_to_f16((float)((int)(i % 17) - 8) * 0.1f);
 
@@ -230,8 +286,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "bench-kernels: %s\n", err.msg);
 		return 1;
 	}
-	printf("%-22s %8s %14s %14s %14s %14s\n", "plugin/variant", "threads",
-	       "ternary GB/s", "% of read bw", "LM head GB/s", "% of read bw");
+	printf("%-22s %8s %14s %14s %14s %14s %12s %10s\n", "plugin/variant", "threads",
+	       "ternary GB/s", "% of read bw", "LM head GB/s", "% of read bw", "pp128 GMAC/s",
+	       "pp tok/s");
 	for (size_t i = 0; i < n; i++) {
 		if (!list[i].usable)
 			continue;
@@ -262,14 +319,20 @@ int main(int argc, char **argv)
 				int r = slow ? (runs < 3 ? runs : 3) : runs;
 				double t = gbps(JOB_TERNARY, &k->ops, nt, r);
 				double h = gbps(JOB_LMHEAD, &k->ops, nt, slow ? 1 : r);
-				printf("%-22s %8d %14.2f %13.0f%% %14.2f %13.0f%%\n", label, nt, t,
-				       100 * t / bw[nt], h, 100 * h / bw[nt]);
+				double g = gbps(JOB_PREFILL, &k->ops, nt, slow ? 1 : r);   /* GMAC/s */
+				printf("%-22s %8d %14.2f %13.0f%% %14.2f %13.0f%% %12.1f %10.1f\n", label, nt,
+				       t, 100 * t / bw[nt], h, 100 * h / bw[nt], g,
+				       g * 1e9 / (layer_macs() / PP_M * N_LAYERS));
 				fflush(stdout);
 			}
+			printf("%-22s GEMV compute ceiling (1 thread, 2560 x 512 in L2): %.1f GB/s\n",
+			       label, gemv_ceiling(&k->ops));
 			bn_kernel_unload(k);
 		}
 	}
 	free(list);
+	free(q_pp);
+	free(y_pp);
 	printf("(sink %lld)\n", (long long)bw_sink);
 	return 0;
 }

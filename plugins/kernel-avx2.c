@@ -1,6 +1,7 @@
-/* AVX2 + FMA + F16C kernel plugin. Every op reproduces plugins/kernel-scalar.c: integer
- * results and the ternary epilogue bit for bit, rmsnorm and attention bit for bit (same
- * double accumulations), f16_gemm within f32 reordering error (the contract lets it).
+/* AVX2 + FMA + F16C kernel plugin; variant "avx2-vnni" (chosen at open time on CPUs with
+ * AVX-VNNI) does the ternary dots with VEX vpdpbusd. Every op reproduces
+ * plugins/kernel-scalar.c: integer results and the ternary epilogue bit for bit, rmsnorm and
+ * attention bit for bit (same double accumulations), f16_gemm within f32 reordering error.
  * Compiled with $(AVX2_CFLAGS) and -ffp-contract=off: every FMA below is written out. */
 #include <immintrin.h>
 #include <math.h>
@@ -136,17 +137,40 @@ ALWAYS_INLINE float epilogue(int32_t acc, int32_t qsum, float qscale, float wsca
 	return ((float)(acc - qsum) / qscale) * wscale;
 }
 
+/* AVX-VNNI vpdpbusd (VEX form): acc += four u8 codes x s8 q per int32 lane, exact. Written
+ * as asm so that the plugin needs no -mavxvnni: it only runs when the CPU has the feature
+ * (chosen at open time) and the build still runs on AVX2-only CPUs. */
+ALWAYS_INLINE __m256i dpbusd_vex(__m256i acc, __m256i c, __m256i q)
+{
+	__asm__("%{vex%} vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(c), "xm"(q));
+	return acc;
+}
+
+/* One block's code*q added to int32 lanes with vpdpbusd (no int16 stage), over two
+ * accumulators: fields 0 and 1 into a, 2 and 3 into *b. */
+ALWAYS_INLINE __m256i block_dot_vnni2(__m256i a, __m256i *b, const __m256i c[4],
+                                      const int8_t *qb)
+{
+	a = dpbusd_vex(a, c[0], _mm256_loadu_si256((const __m256i *)qb));
+	*b = dpbusd_vex(*b, c[2], _mm256_loadu_si256((const __m256i *)(qb + 64)));
+	a = dpbusd_vex(a, c[1], _mm256_loadu_si256((const __m256i *)(qb + 32)));
+	*b = dpbusd_vex(*b, c[3], _mm256_loadu_si256((const __m256i *)(qb + 96)));
+	return a;
+}
+
 /* m == 1 (decode): four weight rows per pass share the q loads and give four independent
  * accumulation chains; the weight stream is the bottleneck, so the next group of rows is
- * prefetched while this one is decoded. */
-static void gemv_rows4(const uint8_t *w, size_t k, size_t r, size_t r1, const int8_t *q,
-                       int32_t out[4])
+ * prefetched while this one is decoded. With VNNI each block is 4 vpdpbusd instead of
+ * 4 maddubs + 4 adds (and no widening). */
+ALWAYS_INLINE void gemv_rows4(const uint8_t *w, size_t k, size_t r, size_t r1, const int8_t *q,
+                              int32_t out[4], int vnni)
 {
 	size_t rb = k / 4;
 	const uint8_t *w0 = w + r * rb, *w1 = w0 + rb, *w2 = w1 + rb, *w3 = w2 + rb;
 	/* prefetch stays inside [r0, r1): the rows after r1 may not exist */
 	size_t ahead = r + 8 <= r1 ? 4 * rb : 0;
 	__m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+	__m256i b0 = a0, b1 = a0, b2 = a0, b3 = a0;   /* second chains (VNNI) */
 	for (size_t o = 0; o < rb;) {
 		size_t end = o + BLOCKS16 * BN_I2S_BLOCK_BYTES < rb ? o + BLOCKS16 * BN_I2S_BLOCK_BYTES
 		                                                   : rb;
@@ -158,6 +182,19 @@ static void gemv_rows4(const uint8_t *w, size_t k, size_t r, size_t r1, const in
 				_mm_prefetch((const char *)(w0 + ahead + 4 * o), _MM_HINT_T0);
 				_mm_prefetch((const char *)(w0 + ahead + 4 * o + 64), _MM_HINT_T0);
 			}
+			if (vnni) {
+				/* two chains per row (fields 0-1 and 2-3): vpdpbusd's latency would
+				 * otherwise bound a row's four dependent dots per block */
+				decode_block(w0 + o, c);
+				a0 = block_dot_vnni2(a0, &b0, c, qb);
+				decode_block(w1 + o, c);
+				a1 = block_dot_vnni2(a1, &b1, c, qb);
+				decode_block(w2 + o, c);
+				a2 = block_dot_vnni2(a2, &b2, c, qb);
+				decode_block(w3 + o, c);
+				a3 = block_dot_vnni2(a3, &b3, c, qb);
+				continue;
+			}
 			decode_block(w0 + o, c);
 			s0 = _mm256_add_epi16(s0, block_dot16(c, qb));
 			decode_block(w1 + o, c);
@@ -167,18 +204,20 @@ static void gemv_rows4(const uint8_t *w, size_t k, size_t r, size_t r1, const in
 			decode_block(w3 + o, c);
 			s3 = _mm256_add_epi16(s3, block_dot16(c, qb));
 		}
-		a0 = widen_add(a0, s0);
-		a1 = widen_add(a1, s1);
-		a2 = widen_add(a2, s2);
-		a3 = widen_add(a3, s3);
+		if (!vnni) {
+			a0 = widen_add(a0, s0);
+			a1 = widen_add(a1, s1);
+			a2 = widen_add(a2, s2);
+			a3 = widen_add(a3, s3);
+		}
 	}
-	out[0] = hsum_epi32(a0);
-	out[1] = hsum_epi32(a1);
-	out[2] = hsum_epi32(a2);
-	out[3] = hsum_epi32(a3);
+	out[0] = hsum_epi32(_mm256_add_epi32(a0, b0));
+	out[1] = hsum_epi32(_mm256_add_epi32(a1, b1));
+	out[2] = hsum_epi32(_mm256_add_epi32(a2, b2));
+	out[3] = hsum_epi32(_mm256_add_epi32(a3, b3));
 }
 
-/* m > 1 (prefill): one decoded weight block feeds na (<= 4) activation rows. */
+/* One weight row against na (<= 4) activation rows: m < GEMM_MIN_M and the m == 1 tail. */
 ALWAYS_INLINE void gemm_row_acts(const uint8_t *wr, size_t k, const int8_t *q, size_t na,
                                  int32_t *out)
 {
@@ -197,16 +236,176 @@ ALWAYS_INLINE void gemm_row_acts(const uint8_t *wr, size_t k, const int8_t *q, s
 		out[a] = hsum_epi32(acc[a]);
 }
 
-static void ternary_gemm(const uint8_t *w, size_t k, size_t r0, size_t r1, float wscale,
-                         const int8_t *q, const float *qscale, const int32_t *qsum, size_t m,
-                         float *y, size_t ldy)
+/* m > 1 (prefill): a real GEMM. A panel of four weight rows is decoded once into a small
+ * buffer of codes (one byte per weight, element order, 0..2) that stays in L1 while every
+ * pair of activation rows passes over it; the 4 x 2 register tile then does one 32-element
+ * dot per (row, activation) pair and load: 8 accumulators, 6 loads per 8 dots. With
+ * AVX-VNNI the dot is one vpdpbusd into int32 lanes; without, maddubs into int16 lanes
+ * (each in [-512, 508], see block_dot16) summed over at most GEMM_SEG elements = 32 steps
+ * ([-16384, 16256]) before madd(ones) widens them into int32. Integer sums are exact in any
+ * order, so the tiling changes no result; the epilogue is the scalar one per element. */
+#define GEMM_NR 4          /* weight rows per panel */
+#define GEMM_NA 2          /* activation rows per tile */
+#define GEMM_KC 4096       /* k elements per decoded panel chunk: [4][4096] codes = 16 KB */
+#define GEMM_MB 256        /* activation rows per pass (bounds the partial-sum array) */
+#define GEMM_SEG 1024      /* elements summed in int16 lanes before widening (no VNNI) */
+#define GEMM_MIN_M 8       /* fewer activation rows take the register-decode path below */
+
+/* codes of rows [r, r + nr), elements [k0, k0 + kc) -> buf [nr][kc] */
+ALWAYS_INLINE void decode_panel(const uint8_t *w, size_t k, size_t r, size_t nr, size_t k0,
+                                size_t kc, uint8_t *buf)
+{
+	size_t rb = k / 4;
+	for (size_t t = 0; t < nr; t++) {
+		const uint8_t *wr = w + (r + t) * rb + k0 / 4;
+		uint8_t *bt = buf + t * kc;
+		for (size_t o = 0; o < kc / 4; o += BN_I2S_BLOCK_BYTES) {
+			__m256i c[4];
+			decode_block(wr + o, c);
+			for (int f = 0; f < 4; f++)
+				_mm256_storeu_si256((__m256i *)(bt + 4 * o + 32 * f), c[f]);
+		}
+	}
+}
+
+/* Four int32 vectors -> their four horizontal sums, in order. */
+ALWAYS_INLINE __m128i reduce4(__m256i a, __m256i b, __m256i c, __m256i d)
+{
+	__m256i s = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+	return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+}
+
+/* acc[a][t] lane sums added to part[a * GEMM_NR + t]; int16 lanes widen by madd(ones). */
+ALWAYS_INLINE void gemm_flush(__m256i acc[GEMM_NA][GEMM_NR], size_t nr, size_t na, int32_t *part)
+{
+	const __m256i ones = _mm256_set1_epi16(1);
+	if (nr == GEMM_NR) {
+#pragma GCC unroll 2
+		for (size_t a = 0; a < na; a++) {
+			__m128i *p = (__m128i *)(part + a * GEMM_NR);
+			__m128i s = reduce4(_mm256_madd_epi16(acc[a][0], ones), _mm256_madd_epi16(acc[a][1], ones),
+			                    _mm256_madd_epi16(acc[a][2], ones), _mm256_madd_epi16(acc[a][3], ones));
+			_mm_storeu_si128(p, _mm_add_epi32(_mm_loadu_si128(p), s));
+		}
+		return;
+	}
+	for (size_t a = 0; a < na; a++)
+		for (size_t t = 0; t < nr; t++)
+			part[a * GEMM_NR + t] += hsum_epi32(_mm256_madd_epi16(acc[a][t], ones));
+}
+
+/* nr weight rows of buf ([nr][kc] codes) x na activation rows of q ([na] rows, stride k)
+ * over kc elements, sums added to part ([na][GEMM_NR] int32). */
+ALWAYS_INLINE void gemm_tile(const uint8_t *buf, size_t kc, size_t nr, const int8_t *q,
+                             size_t k, size_t na, int32_t *part, int vnni)
+{
+	__m256i acc[GEMM_NA][GEMM_NR];
+#pragma GCC unroll 2
+	for (size_t a = 0; a < GEMM_NA; a++)
+#pragma GCC unroll 4
+		for (size_t t = 0; t < GEMM_NR; t++)
+			acc[a][t] = _mm256_setzero_si256();
+	for (size_t s0 = 0; s0 < kc; s0 += GEMM_SEG) {
+		size_t s1 = kc - s0 < GEMM_SEG ? kc : s0 + GEMM_SEG;
+		__m256i s16[GEMM_NA][GEMM_NR];   /* int16 stage (no VNNI) */
+#pragma GCC unroll 2
+		for (size_t a = 0; a < GEMM_NA; a++)
+#pragma GCC unroll 4
+			for (size_t t = 0; t < GEMM_NR; t++)
+				s16[a][t] = _mm256_setzero_si256();
+		for (size_t j = s0; j < s1; j += 32) {
+			__m256i c[GEMM_NR];
+#pragma GCC unroll 4
+			for (size_t t = 0; t < GEMM_NR; t++)   /* rows past nr are never multiplied */
+				c[t] = t < nr ? _mm256_loadu_si256((const __m256i *)(buf + t * kc + j))
+				              : _mm256_setzero_si256();
+#pragma GCC unroll 2
+			for (size_t a = 0; a < na; a++) {
+				__m256i qa = _mm256_loadu_si256((const __m256i *)(q + a * k + j));
+#pragma GCC unroll 4
+				for (size_t t = 0; t < nr; t++) {
+					if (vnni)
+						acc[a][t] = dpbusd_vex(acc[a][t], c[t], qa);
+					else
+						s16[a][t] = _mm256_add_epi16(_mm256_maddubs_epi16(c[t], qa), s16[a][t]);
+				}
+			}
+		}
+		/* widened straight into part: int32 accumulators held across the segments would
+		 * not fit the 16 registers beside the int16 ones */
+		if (!vnni)
+			gemm_flush(s16, nr, na, part);
+	}
+	if (!vnni)
+		return;
+	if (nr == GEMM_NR) {
+#pragma GCC unroll 2
+		for (size_t a = 0; a < na; a++) {
+			__m128i *p = (__m128i *)(part + a * GEMM_NR);
+			_mm_storeu_si128(p, _mm_add_epi32(_mm_loadu_si128(p),
+			                                  reduce4(acc[a][0], acc[a][1], acc[a][2], acc[a][3])));
+		}
+		return;
+	}
+	for (size_t a = 0; a < na; a++)
+		for (size_t t = 0; t < nr; t++)
+			part[a * GEMM_NR + t] += hsum_epi32(acc[a][t]);
+}
+
+ALWAYS_INLINE void gemm_panel(const uint8_t *w, size_t k, size_t r, size_t nr, float wscale,
+                              const int8_t *q, const float *qscale, const int32_t *qsum,
+                              size_t m, float *y, size_t ldy, int vnni)
+{
+	uint8_t buf[GEMM_NR * GEMM_KC];        /* [nr][kc] decoded codes */
+	int32_t part[GEMM_MB * GEMM_NR];       /* [mb][GEMM_NR] int32 sums over k */
+	for (size_t i0 = 0; i0 < m; i0 += GEMM_MB) {
+		size_t mb = m - i0 < GEMM_MB ? m - i0 : GEMM_MB;
+		for (size_t e = 0; e < mb * GEMM_NR; e++)
+			part[e] = 0;
+		for (size_t k0 = 0; k0 < k; k0 += GEMM_KC) {
+			size_t kc = k - k0 < GEMM_KC ? k - k0 : GEMM_KC;
+			decode_panel(w, k, r, nr, k0, kc, buf);
+			const int8_t *qc = q + i0 * k + k0;   /* [mb][k] from column k0 */
+			size_t i = 0;
+			for (; i + GEMM_NA <= mb; i += GEMM_NA) {
+				if (nr == GEMM_NR)
+					gemm_tile(buf, kc, GEMM_NR, qc + i * k, k, GEMM_NA, part + i * GEMM_NR,
+					          vnni);
+				else
+					gemm_tile(buf, kc, nr, qc + i * k, k, GEMM_NA, part + i * GEMM_NR, vnni);
+			}
+			if (i < mb)
+				gemm_tile(buf, kc, nr, qc + i * k, k, 1, part + i * GEMM_NR, vnni);
+		}
+		for (size_t i = 0; i < mb; i++) {
+			float *yi = y + (i0 + i) * ldy + r;
+			for (size_t t = 0; t < nr; t++)
+				yi[t] = epilogue(part[i * GEMM_NR + t], qsum[i0 + i], qscale[i0 + i], wscale);
+		}
+	}
+}
+
+ALWAYS_INLINE void gemm_rows(const uint8_t *w, size_t k, size_t r0, size_t r1, float wscale,
+                             const int8_t *q, const float *qscale, const int32_t *qsum,
+                             size_t m, float *y, size_t ldy, int vnni)
+{
+	size_t r = r0;
+	for (; r + GEMM_NR <= r1; r += GEMM_NR)
+		gemm_panel(w, k, r, GEMM_NR, wscale, q, qscale, qsum, m, y, ldy, vnni);
+	if (r < r1)
+		gemm_panel(w, k, r, r1 - r, wscale, q, qscale, qsum, m, y, ldy, vnni);
+}
+
+ALWAYS_INLINE void ternary_body(const uint8_t *w, size_t k, size_t r0, size_t r1, float wscale,
+                                const int8_t *q, const float *qscale, const int32_t *qsum,
+                                size_t m, float *y, size_t ldy, int vnni)
 {
 	size_t rb = k / 4;
 	if (m == 1) {
 		size_t r = r0;
 		int32_t acc[4];   /* [4 rows] */
 		for (; r + 4 <= r1; r += 4) {
-			gemv_rows4(w, k, r, r1, q, acc);
+			gemv_rows4(w, k, r, r1, q, acc, vnni);
 			for (int t = 0; t < 4; t++)
 				y[r + t] = epilogue(acc[t], qsum[0], qscale[0], wscale);
 		}
@@ -216,8 +415,13 @@ static void ternary_gemm(const uint8_t *w, size_t k, size_t r0, size_t r1, float
 		}
 		return;
 	}
-	/* Rows in chunks whose weights stay in L1/L2 while every group of four activation rows
-	 * passes over them: weights come from memory once, each q group is reused per row. */
+	if (m >= GEMM_MIN_M) {
+		gemm_rows(w, k, r0, r1, wscale, q, qscale, qsum, m, y, ldy, vnni);
+		return;
+	}
+	/* Few activation rows: a decoded panel would be reused too little to pay for its
+	 * stores; each block is decoded in registers and feeds up to four rows instead. Rows in
+	 * chunks whose weights stay in L1/L2 while each group of activations passes over them. */
 	size_t chunk = 16384 / rb ? 16384 / rb : 1;
 	for (size_t c0 = r0; c0 < r1; c0 += chunk) {
 		size_t c1 = c0 + chunk < r1 ? c0 + chunk : r1;
@@ -241,6 +445,20 @@ static void ternary_gemm(const uint8_t *w, size_t k, size_t r0, size_t r1, float
 			}
 		}
 	}
+}
+
+static void ternary_gemm(const uint8_t *w, size_t k, size_t r0, size_t r1, float wscale,
+                         const int8_t *q, const float *qscale, const int32_t *qsum, size_t m,
+                         float *y, size_t ldy)
+{
+	ternary_body(w, k, r0, r1, wscale, q, qscale, qsum, m, y, ldy, 0);
+}
+
+static void ternary_gemm_vnni(const uint8_t *w, size_t k, size_t r0, size_t r1, float wscale,
+                              const int8_t *q, const float *qscale, const int32_t *qsum,
+                              size_t m, float *y, size_t ldy)
+{
+	ternary_body(w, k, r0, r1, wscale, q, qscale, qsum, m, y, ldy, 1);
 }
 
 /* ---- f16_gemm ---------------------------------------------------------------------- */
@@ -470,6 +688,17 @@ static const struct bn_kernel_ops avx2_ops = {
 	.attn_head = attn_head,
 };
 
+static const struct bn_kernel_ops avx2_vnni_ops = {
+	.size = sizeof(struct bn_kernel_ops),
+	.minor = BN_KERNEL_ABI_MINOR,
+	.variant = "avx2-vnni",
+	.quantize_i8 = quantize_i8,
+	.ternary_gemm = ternary_gemm_vnni,
+	.f16_gemm = f16_gemm,
+	.rmsnorm = rmsnorm,
+	.attn_head = attn_head,
+};
+
 BN_KERNEL_EXPORT const struct bn_kernel_desc bn_kernel_desc = {
 	.abi_major = BN_KERNEL_ABI_MAJOR,
 	.abi_minor = BN_KERNEL_ABI_MINOR,
@@ -484,5 +713,5 @@ BN_KERNEL_EXPORT const struct bn_kernel_ops *bn_kernel_open(uint64_t cpu_feature
 {
 	if ((cpu_features & bn_kernel_desc.required) != bn_kernel_desc.required)
 		return NULL;
-	return &avx2_ops;
+	return (cpu_features & BN_CPU_AVXVNNI) ? &avx2_vnni_ops : &avx2_ops;
 }

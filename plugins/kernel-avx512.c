@@ -1,5 +1,7 @@
 /* AVX-512 (F/BW/VL) kernel plugin, with a VPDPBUSD ternary dot chosen at open time when the
- * CPU has AVX512-VNNI (variant "avx512-vnni", else "avx512"). Same contract as the AVX2
+ * CPU has AVX512-VNNI (variant "avx512-vnni", else "avx512"), and AMX-INT8 tiles for the
+ * prefill GEMM (m >= 16) when the CPU and the kernel allow them (variant "avx512-vnni-amx";
+ * it rides on the VNNI bit, masking VNNI turns it off too). Same contract as the AVX2
  * plugin: integer results, the ternary epilogue, rmsnorm and attention identical to the
  * scalar plugin; f16_gemm within f32 reordering error.
  * BN_SIMDE: built against SIMDe for tests/check_plugins_simde_avx512, so this code runs on
@@ -271,9 +273,319 @@ ALWAYS_INLINE void gemm_row_acts(const uint8_t *wr, size_t k, const int8_t *q, s
 		out[a] = hsum_epi32(acc[a]);
 }
 
+/* m > 1 (prefill): a real GEMM. A panel of four weight rows is decoded once into a small
+ * buffer of codes (one byte per weight, element order, 0..2) that stays in L1 while every
+ * group of four activation rows passes over it; the 4 x 4 register tile then does one
+ * 64-element dot per (row, activation) pair and load: 16 accumulators, 8 loads per 16
+ * dots. Integer sums are exact in any order, so the tiling does not change any result; the
+ * epilogue is the scalar one per element. */
+#define GEMM_NR 4          /* weight rows per panel */
+#define GEMM_NA 4          /* activation rows per tile */
+#define GEMM_KC 4096       /* k elements per decoded panel chunk: [4][4096] codes = 16 KB */
+#define GEMM_MB 256        /* activation rows per pass (bounds the partial-sum array) */
+
+/* codes of rows [r, r + nr), elements [k0, k0 + kc) -> buf [nr][kc] */
+ALWAYS_INLINE void decode_panel(const uint8_t *w, size_t k, size_t r, size_t nr, size_t k0,
+                                size_t kc, uint8_t *buf)
+{
+	const struct tdec d = tdec_init();
+	size_t rb = k / 4;
+	for (size_t t = 0; t < nr; t++) {
+		const uint8_t *wr = w + (r + t) * rb + k0 / 4;
+		uint8_t *bt = buf + t * kc;
+		for (size_t o = 0; o < kc / 4; o += BN_I2S_BLOCK_BYTES) {
+			__m512i c01, c23;
+			decode_block(&d, wr + o, &c01, &c23);
+			_mm512_storeu_si512((void *)(bt + 4 * o), c01);
+			_mm512_storeu_si512((void *)(bt + 4 * o + 64), c23);
+		}
+	}
+}
+
+/* One 64-element step of code*q into int32 lanes (see block_dot for the bounds). */
+ALWAYS_INLINE __m512i dot64(__m512i acc, __m512i c, __m512i q, int vnni)
+{
+	if (vnni)
+		return _mm512_dpbusd_epi32(acc, c, q);
+	return _mm512_add_epi32(acc, madd_epi16(_mm512_maddubs_epi16(c, q), _mm512_set1_epi16(1)));
+}
+
+/* Transposing adds of four int32 vectors: 128-bit lane group g of the result holds, in its
+ * four lanes, the sums of a, b, c and d over their own lane group g. */
+ALWAYS_INLINE __m512i reduce4(__m512i a, __m512i b, __m512i c, __m512i d)
+{
+	__m512i ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+	__m512i cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
+	return _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+}
+
+/* 16 accumulators -> lane 4*a + t = horizontal sum of acc[a][t]. */
+ALWAYS_INLINE __m512i reduce16(__m512i acc[GEMM_NA][GEMM_NR])
+{
+	__m512i u0 = reduce4(acc[0][0], acc[0][1], acc[0][2], acc[0][3]);
+	__m512i u1 = reduce4(acc[1][0], acc[1][1], acc[1][2], acc[1][3]);
+	__m512i u2 = reduce4(acc[2][0], acc[2][1], acc[2][2], acc[2][3]);
+	__m512i u3 = reduce4(acc[3][0], acc[3][1], acc[3][2], acc[3][3]);
+	/* 0x88 takes 128-bit lanes 0, 2 of each source, 0xdd lanes 1, 3 */
+	__m512i v = _mm512_add_epi32(_mm512_shuffle_i32x4(u0, u1, 0x88),
+	                             _mm512_shuffle_i32x4(u0, u1, 0xdd));
+	__m512i x = _mm512_add_epi32(_mm512_shuffle_i32x4(u2, u3, 0x88),
+	                             _mm512_shuffle_i32x4(u2, u3, 0xdd));
+	return _mm512_add_epi32(_mm512_shuffle_i32x4(v, x, 0x88), _mm512_shuffle_i32x4(v, x, 0xdd));
+}
+
+/* nr weight rows of buf ([nr][kc] codes) x na activation rows of q ([na] rows, stride k)
+ * over kc elements, sums added to part ([na][GEMM_NR] int32). */
+ALWAYS_INLINE void gemm_tile(const uint8_t *buf, size_t kc, size_t nr, const int8_t *q,
+                             size_t k, size_t na, int32_t *part, int vnni)
+{
+	__m512i acc[GEMM_NA][GEMM_NR];
+#pragma GCC unroll 4
+	for (size_t a = 0; a < GEMM_NA; a++)
+#pragma GCC unroll 4
+		for (size_t t = 0; t < GEMM_NR; t++)
+			acc[a][t] = _mm512_setzero_si512();
+	for (size_t j = 0; j < kc; j += 64) {
+		__m512i c[GEMM_NR];
+#pragma GCC unroll 4
+		for (size_t t = 0; t < GEMM_NR; t++)   /* rows past nr are never multiplied */
+			c[t] = t < nr ? _mm512_loadu_si512((const void *)(buf + t * kc + j))
+			              : _mm512_setzero_si512();
+#pragma GCC unroll 4
+		for (size_t a = 0; a < na; a++) {
+			__m512i qa = _mm512_loadu_si512((const void *)(q + a * k + j));
+#pragma GCC unroll 4
+			for (size_t t = 0; t < nr; t++)
+				acc[a][t] = dot64(acc[a][t], c[t], qa, vnni);
+		}
+	}
+	if (nr == GEMM_NR && na == GEMM_NA) {
+		__m512i s = _mm512_add_epi32(_mm512_loadu_si512((const void *)part), reduce16(acc));
+		_mm512_storeu_si512((void *)part, s);
+		return;
+	}
+	for (size_t a = 0; a < na; a++)
+		for (size_t t = 0; t < nr; t++)
+			part[a * GEMM_NR + t] += hsum_epi32(acc[a][t]);
+}
+
+ALWAYS_INLINE void gemm_panel(const uint8_t *w, size_t k, size_t r, size_t nr, float wscale,
+                              const int8_t *q, const float *qscale, const int32_t *qsum,
+                              size_t m, float *y, size_t ldy, int vnni)
+{
+	uint8_t buf[GEMM_NR * GEMM_KC];        /* [nr][kc] decoded codes */
+	int32_t part[GEMM_MB * GEMM_NR];       /* [mb][GEMM_NR] int32 sums over k */
+	for (size_t i0 = 0; i0 < m; i0 += GEMM_MB) {
+		size_t mb = m - i0 < GEMM_MB ? m - i0 : GEMM_MB;
+		for (size_t e = 0; e < mb * GEMM_NR; e++)
+			part[e] = 0;
+		for (size_t k0 = 0; k0 < k; k0 += GEMM_KC) {
+			size_t kc = k - k0 < GEMM_KC ? k - k0 : GEMM_KC;
+			decode_panel(w, k, r, nr, k0, kc, buf);
+			const int8_t *qc = q + i0 * k + k0;   /* [mb][k] from column k0 */
+			size_t i = 0;
+			for (; i + GEMM_NA <= mb; i += GEMM_NA) {
+				if (nr == GEMM_NR)
+					gemm_tile(buf, kc, GEMM_NR, qc + i * k, k, GEMM_NA, part + i * GEMM_NR,
+					          vnni);
+				else
+					gemm_tile(buf, kc, nr, qc + i * k, k, GEMM_NA, part + i * GEMM_NR, vnni);
+			}
+			if (i < mb)
+				gemm_tile(buf, kc, nr, qc + i * k, k, mb - i, part + i * GEMM_NR, vnni);
+		}
+		for (size_t i = 0; i < mb; i++) {
+			float *yi = y + (i0 + i) * ldy + r;
+			for (size_t t = 0; t < nr; t++)
+				yi[t] = epilogue(part[i * GEMM_NR + t], qsum[i0 + i], qscale[i0 + i], wscale);
+		}
+	}
+}
+
+/* ---- m >= 16 with AMX-INT8 ---------------------------------------------------------- */
+
+/* Sapphire Rapids and later: TDPBSUD multiplies a 16 x 64 tile of signed bytes (16
+ * activation rows of q, 64 consecutive elements: q as it is in memory) by a 64 x 16 tile
+ * of unsigned bytes (codes of 16 weight rows) stored in groups of four elements: B row g
+ * holds, for each weight row n, its codes of elements 4g..4g+3 (bytes 4n..4n+3). Sums are
+ * exact int32, so the result is the same integers as every other path; the epilogue is the
+ * scalar one per element (vectorized: convert, divide, multiply are IEEE operations).
+ * The instructions need the kernel's permission (arch_prctl ARCH_REQ_XCOMP_PERM), asked
+ * once at open time; without it, or without AMX, the AVX-512 paths run. Not built under
+ * SIMDe (it has no AMX). */
+#if !defined(BN_SIMDE) && defined(__x86_64__) && defined(__linux__) && \
+	((defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && __GNUC__ >= 11))
+#define BN_HAVE_AMX 1
+#include <cpuid.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define AMX_TARGET __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw")))
+#define AMX_KC 2048    /* k elements per decoded chunk: [2][512][64] codes = 64 KB */
+#define AMX_MB 128     /* activation rows per pass: [128][32] int32 partial sums = 16 KB */
+
+struct amx_tilecfg {   /* the LDTILECFG memory format, palette 1 */
+	uint8_t palette, start_row;
+	uint8_t reserved[14];
+	uint16_t colsb[16];
+	uint8_t rows[16];
+};
+
+/* Codes of weight rows [r, r + 16), elements [k0, k0 + kc), in the B layout:
+ * bp [kc/4][16][4]. Dword h of a 32-byte I2_S block holds elements 4h..4h+3 of field 0
+ * (bits 7:6), of field 1 (+32, bits 5:4) and so on, so one dword gathered from each of the
+ * 16 rows gives, field by field, four complete B rows: groups h, h + 8, h + 16, h + 24. */
+AMX_TARGET static void amx_decode16(const uint8_t *w, size_t k, size_t r, size_t k0,
+                                    size_t kc, uint8_t *bp)
+{
+	const struct tdec d = tdec_init();
+	size_t rb = k / 4;
+	const __m512i vidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9,
+	                                                          10, 11, 12, 13, 14, 15),
+	                                        _mm512_set1_epi32((int)rb));
+	const uint8_t *base = w + r * rb + k0 / 4;
+	for (size_t b = 0; b < kc / BN_I2S_BLOCK; b++) {
+		uint8_t *bb = bp + b * (BN_I2S_BLOCK / 4) * 64;   /* 32 B rows of this block */
+		for (int h = 0; h < 8; h++) {
+			__m512i v = _mm512_i32gather_epi32(vidx, (const void *)(base + b * 32 + 4 * h), 1);
+			v = _mm512_ternarylogic_epi32(v, _mm512_slli_epi16(v, 1), d.aa, 0x70);  /* 3 -> 1 */
+			_mm512_storeu_si512((void *)(bb + (0 + h) * 64),
+			                    _mm512_and_si512(_mm512_srli_epi16(v, 6), d.m3));
+			_mm512_storeu_si512((void *)(bb + (8 + h) * 64),
+			                    _mm512_and_si512(_mm512_srli_epi16(v, 4), d.m3));
+			_mm512_storeu_si512((void *)(bb + (16 + h) * 64),
+			                    _mm512_and_si512(_mm512_srli_epi16(v, 2), d.m3));
+			_mm512_storeu_si512((void *)(bb + (24 + h) * 64), _mm512_and_si512(v, d.m3));
+		}
+	}
+}
+
+/* Weight rows [r, r + 16 * np) (np = 1 or 2 panels) x activation rows [0, m16), m16 a
+ * multiple of 16. Tiles: 0-3 int32 sums (act block x panel), 4-5 q, 6-7 codes. */
+AMX_TARGET static void amx_rows(const uint8_t *w, size_t k, size_t r, int np, float wscale,
+                                const int8_t *q, const float *qscale, const int32_t *qsum,
+                                size_t m16, float *y, size_t ldy)
+{
+	uint8_t bp[2][AMX_KC / 4 * 64];     /* [panel][kc/4][16][4] codes */
+	int32_t part[AMX_MB][32];           /* [act][weight row in the 32] int32 sums */
+	for (size_t i0 = 0; i0 < m16; i0 += AMX_MB) {
+		size_t mb = m16 - i0 < AMX_MB ? m16 - i0 : AMX_MB;
+		for (size_t k0 = 0; k0 < k; k0 += AMX_KC) {
+			size_t kc = k - k0 < AMX_KC ? k - k0 : AMX_KC;
+			amx_decode16(w, k, r, k0, kc, bp[0]);
+			if (np == 2)
+				amx_decode16(w, k, r + 16, k0, kc, bp[1]);
+			const int8_t *qc = q + i0 * k + k0;   /* [mb][k] from column k0 */
+			size_t a = 0;
+			for (; a + 32 <= mb && np == 2; a += 32) {
+				if (k0 == 0) {
+					_tile_zero(0);
+					_tile_zero(1);
+					_tile_zero(2);
+					_tile_zero(3);
+				} else {
+					_tile_loadd(0, &part[a][0], 128);
+					_tile_loadd(1, &part[a][16], 128);
+					_tile_loadd(2, &part[a + 16][0], 128);
+					_tile_loadd(3, &part[a + 16][16], 128);
+				}
+				for (size_t j = 0; j < kc; j += 64) {
+					_tile_loadd(4, qc + a * k + j, (long)k);
+					_tile_loadd(5, qc + (a + 16) * k + j, (long)k);
+					_tile_loadd(6, bp[0] + j * 16, 64);
+					_tile_loadd(7, bp[1] + j * 16, 64);
+					_tile_dpbsud(0, 4, 6);
+					_tile_dpbsud(1, 4, 7);
+					_tile_dpbsud(2, 5, 6);
+					_tile_dpbsud(3, 5, 7);
+				}
+				_tile_stored(0, &part[a][0], 128);
+				_tile_stored(1, &part[a][16], 128);
+				_tile_stored(2, &part[a + 16][0], 128);
+				_tile_stored(3, &part[a + 16][16], 128);
+			}
+			for (; a < mb; a += 16) {   /* one act block, one or two panels */
+				if (k0 == 0) {
+					_tile_zero(0);
+					_tile_zero(1);
+				} else {
+					_tile_loadd(0, &part[a][0], 128);
+					_tile_loadd(1, &part[a][16], 128);
+				}
+				for (size_t j = 0; j < kc; j += 64) {
+					_tile_loadd(4, qc + a * k + j, (long)k);
+					_tile_loadd(6, bp[0] + j * 16, 64);
+					_tile_dpbsud(0, 4, 6);
+					if (np == 2) {
+						_tile_loadd(7, bp[1] + j * 16, 64);
+						_tile_dpbsud(1, 4, 7);
+					}
+				}
+				_tile_stored(0, &part[a][0], 128);
+				_tile_stored(1, &part[a][16], 128);
+			}
+		}
+		const __m512 ws = _mm512_set1_ps(wscale);
+		for (size_t a = 0; a < mb; a++) {
+			size_t i = i0 + a;
+			const __m512i qs = _mm512_set1_epi32(qsum[i]);
+			const __m512 sc = _mm512_set1_ps(qscale[i]);
+			for (int p = 0; p < np; p++) {
+				__m512i s = _mm512_sub_epi32(_mm512_loadu_si512((const void *)&part[a][16 * p]),
+				                             qs);
+				__m512 v = _mm512_mul_ps(_mm512_div_ps(_mm512_cvtepi32_ps(s), sc), ws);
+				_mm512_storeu_ps(y + i * ldy + r + 16 * (size_t)p, v);
+			}
+		}
+	}
+}
+
+AMX_TARGET static void amx_gemm(const uint8_t *w, size_t k, size_t r0, size_t r1, float wscale,
+                                const int8_t *q, const float *qscale, const int32_t *qsum,
+                                size_t m16, float *y, size_t ldy)
+{
+	struct amx_tilecfg cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.palette = 1;
+	for (int t = 0; t < 8; t++) {
+		cfg.rows[t] = 16;
+		cfg.colsb[t] = 64;
+	}
+	_tile_loadconfig(&cfg);
+	size_t r = r0;
+	for (; r + 32 <= r1; r += 32)
+		amx_rows(w, k, r, 2, wscale, q, qscale, qsum, m16, y, ldy);
+	if (r + 16 <= r1)
+		amx_rows(w, k, r, 1, wscale, q, qscale, qsum, m16, y, ldy);
+	_tile_release();   /* back to the init state: no tile data to save on a switch */
+}
+
+/* CPUID.7.0:EDX bits 24 (AMX-TILE) and 25 (AMX-INT8), the OS's XCR0 bits 17-18 (tile
+ * state), and the kernel's per-process permission for the tile data. */
+static int amx_usable(void)
+{
+	unsigned a, b, c, d;
+	if (__get_cpuid_max(0, NULL) < 7)
+		return 0;
+	__cpuid_count(7, 0, a, b, c, d);
+	if (!(d & (1u << 24)) || !(d & (1u << 25)))
+		return 0;
+	__cpuid(1, a, b, c, d);
+	if (!(c & (1u << 27)))   /* OSXSAVE */
+		return 0;
+	uint32_t lo, hi;
+	__asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+	if ((lo & (3u << 17)) != (3u << 17))
+		return 0;
+	/* ARCH_REQ_XCOMP_PERM (0x1023), XFEATURE_XTILEDATA (18): process-wide, idempotent */
+	return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+}
+#endif
+
 ALWAYS_INLINE void ternary_body(const uint8_t *w, size_t k, size_t r0, size_t r1, float wscale,
                                 const int8_t *q, const float *qscale, const int32_t *qsum,
-                                size_t m, float *y, size_t ldy, int vnni)
+                                size_t m, float *y, size_t ldy, int vnni, int amx)
 {
 	size_t rb = k / 4;
 	if (m == 1) {
@@ -290,45 +602,50 @@ ALWAYS_INLINE void ternary_body(const uint8_t *w, size_t k, size_t r0, size_t r1
 		}
 		return;
 	}
-	/* Row chunks small enough to stay in L1/L2 while each group of four activation rows
-	 * passes over them: weights come from memory once. */
-	size_t chunk = 16384 / rb ? 16384 / rb : 1;
-	for (size_t c0 = r0; c0 < r1; c0 += chunk) {
-		size_t c1 = c0 + chunk < r1 ? c0 + chunk : r1;
-		for (size_t i = 0; i < m; i += 4) {
-			size_t na = m - i < 4 ? m - i : 4;
-			const int8_t *qi = q + i * k;   /* [na][k] */
-			for (size_t r = c0; r < c1; r++) {
-				int32_t acc[4];   /* [na] */
-				const uint8_t *wr = w + r * rb;
-				if (na == 4)
-					gemm_row_acts(wr, k, qi, 4, acc, vnni);
-				else if (na == 3)
-					gemm_row_acts(wr, k, qi, 3, acc, vnni);
-				else if (na == 2)
-					gemm_row_acts(wr, k, qi, 2, acc, vnni);
-				else
-					gemm_row_acts(wr, k, qi, 1, acc, vnni);
-				for (size_t a = 0; a < na; a++)
-					y[(i + a) * ldy + r] = epilogue(acc[a], qsum[i + a], qscale[i + a],
-					                                wscale);
-			}
+#ifdef BN_HAVE_AMX
+	if (amx && m >= 16 && r1 - r0 >= 16) {
+		/* AMX takes whole 16 x 16 blocks; the rest of the rows and activations go below */
+		size_t m16 = m & ~(size_t)15, re = r0 + ((r1 - r0) & ~(size_t)15);
+		amx_gemm(w, k, r0, re, wscale, q, qscale, qsum, m16, y, ldy);
+		if (m16 < m) {
+			size_t r = r0;
+			for (; r + GEMM_NR <= re; r += GEMM_NR)
+				gemm_panel(w, k, r, GEMM_NR, wscale, q + m16 * k, qscale + m16, qsum + m16,
+				           m - m16, y + m16 * ldy, ldy, vnni);
 		}
+		r0 = re;
 	}
+#else
+	(void)amx;
+#endif
+	size_t r = r0;
+	for (; r + GEMM_NR <= r1; r += GEMM_NR)
+		gemm_panel(w, k, r, GEMM_NR, wscale, q, qscale, qsum, m, y, ldy, vnni);
+	if (r < r1)
+		gemm_panel(w, k, r, r1 - r, wscale, q, qscale, qsum, m, y, ldy, vnni);
 }
+
+#ifdef BN_HAVE_AMX
+static void ternary_gemm_amx(const uint8_t *w, size_t k, size_t r0, size_t r1, float wscale,
+                             const int8_t *q, const float *qscale, const int32_t *qsum,
+                             size_t m, float *y, size_t ldy)
+{
+	ternary_body(w, k, r0, r1, wscale, q, qscale, qsum, m, y, ldy, 1, 1);
+}
+#endif
 
 static void ternary_gemm_vnni(const uint8_t *w, size_t k, size_t r0, size_t r1, float wscale,
                               const int8_t *q, const float *qscale, const int32_t *qsum,
                               size_t m, float *y, size_t ldy)
 {
-	ternary_body(w, k, r0, r1, wscale, q, qscale, qsum, m, y, ldy, 1);
+	ternary_body(w, k, r0, r1, wscale, q, qscale, qsum, m, y, ldy, 1, 0);
 }
 
 static void ternary_gemm_bw(const uint8_t *w, size_t k, size_t r0, size_t r1, float wscale,
                             const int8_t *q, const float *qscale, const int32_t *qsum,
                             size_t m, float *y, size_t ldy)
 {
-	ternary_body(w, k, r0, r1, wscale, q, qscale, qsum, m, y, ldy, 0);
+	ternary_body(w, k, r0, r1, wscale, q, qscale, qsum, m, y, ldy, 0, 0);
 }
 
 /* ---- f16_gemm ---------------------------------------------------------------------- */
@@ -531,6 +848,19 @@ static const struct bn_kernel_ops avx512_vnni_ops = {
 	.attn_head = attn_head,
 };
 
+#ifdef BN_HAVE_AMX
+static const struct bn_kernel_ops avx512_amx_ops = {
+	.size = sizeof(struct bn_kernel_ops),
+	.minor = BN_KERNEL_ABI_MINOR,
+	.variant = "avx512-vnni-amx",
+	.quantize_i8 = quantize_i8,
+	.ternary_gemm = ternary_gemm_amx,
+	.f16_gemm = f16_gemm,
+	.rmsnorm = rmsnorm,
+	.attn_head = attn_head,
+};
+#endif
+
 static const struct bn_kernel_ops avx512_ops = {
 	.size = sizeof(struct bn_kernel_ops),
 	.minor = BN_KERNEL_ABI_MINOR,
@@ -557,5 +887,12 @@ BN_KERNEL_EXPORT const struct bn_kernel_ops *bn_kernel_open(uint64_t cpu_feature
 {
 	if ((cpu_features & bn_kernel_desc.required) != bn_kernel_desc.required)
 		return NULL;
-	return (cpu_features & BN_CPU_AVX512VNNI) ? &avx512_vnni_ops : &avx512_ops;
+	if (!(cpu_features & BN_CPU_AVX512VNNI))
+		return &avx512_ops;
+#ifdef BN_HAVE_AMX
+	/* kernel.h has no AMX bit: AMX rides on the VNNI bit (masking VNNI turns both off) */
+	if (amx_usable())
+		return &avx512_amx_ops;
+#endif
+	return &avx512_vnni_ops;
 }
