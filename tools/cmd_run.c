@@ -334,16 +334,16 @@ int cmd_run(int argc, char **argv)
 	long rss_kb = tool_rss_kb();
 	rc = bn_generate(e.ctx, 0, tok, ids, n_ids, &go, &io, &st, &err);
 	fflush(stdout);
-	if (rc) {
+	if (st.n_gen)
 		fputc('\n', stdout);
+	if (rc) {
 		tool_error("run", "%s", err.msg);
 		rc = 1;
-	} else {
-		fputc('\n', stdout);
 	}
-	fprintf(stderr, "bitnet run: prompt %u tokens in %.3f s (%.2f tokens/s), generated %u tokens "
-	        "in %.3f s (%.2f tokens/s), stop: %s\n", st.n_prompt, st.prompt_s, st.prompt_tps,
-	        st.n_gen, st.gen_s, st.gen_tps, bn_stop_reason_name(st.reason));
+	if (!rc || st.n_gen)
+		fprintf(stderr, "bitnet run: prompt %u tokens in %.3f s (%.2f tokens/s), generated %u "
+		        "tokens in %.3f s (%.2f tokens/s), stop: %s\n", st.n_prompt, st.prompt_s,
+		        st.prompt_tps, st.n_gen, st.gen_s, st.gen_tps, bn_stop_reason_name(st.reason));
 	if (json) {
 		json_object *j = json_object_new_object();
 		struct bn_model_identity id;
@@ -354,7 +354,8 @@ int cmd_run(int argc, char **argv)
 		json_object_object_add(j, "file_type", json_object_new_int64(id.file_type));
 		json_object_object_add(j, "weight_type", json_object_new_string(id.weight_type));
 		json_object_object_add(j, "model_header_sha256", json_object_new_string(id.header_sha256));
-		json_object_object_add(j, "template", json_object_new_string(bn_chat_format_name(fmt)));
+		json_object_object_add(j, "template", json_object_new_string(tokens ? "none (token ids)"
+		                                                              : bn_chat_format_name(fmt)));
 		json_object_object_add(j, "load_seconds", json_object_new_double(t_load));
 		json_object_object_add(j, "rss_kb_before_first_token", json_object_new_int64(rss_kb));
 		json_object_object_add(j, "model_bytes_copied",
