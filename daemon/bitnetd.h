@@ -111,6 +111,17 @@ struct bd_request {
 	int rc;
 	char err[512];
 	char kernel[32];
+	/* the receipt: what ran this request, copied so a later reload cannot change it */
+	char kernel_variant[32];
+	uint32_t threads;
+	char cpus[128];
+	bool strict;
+	uint32_t n_corrections;
+	char model_path[512];
+	uint64_t model_size;
+	char arch[32], weight_type[16];
+	uint32_t file_type;
+	char header_sha256[65];
 	struct bd_request *next;        /* queue link */
 	struct bd_request *all_next;    /* every live request (bus thread) */
 };

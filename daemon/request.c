@@ -638,6 +638,29 @@ static void send_finished(struct bd_request *r)
 	bd_dict_add(&d, "kernel", DBUS_TYPE_STRING, &k);
 	dbus_uint64_t seed = r->gen.sampling.seed;
 	bd_dict_add(&d, "seed", DBUS_TYPE_UINT64, &seed);
+	/* the receipt: enough to reproduce and audit the result (strings checked as UTF-8) */
+	const char *sv = r->kernel_variant;
+	bd_dict_add(&d, "kernel_variant", DBUS_TYPE_STRING, &sv);
+	u = r->threads;
+	bd_dict_add(&d, "threads", DBUS_TYPE_UINT32, &u);
+	sv = r->cpus;
+	bd_dict_add(&d, "cpus", DBUS_TYPE_STRING, &sv);
+	dbus_bool_t b = r->strict;
+	bd_dict_add(&d, "strict", DBUS_TYPE_BOOLEAN, &b);
+	u = r->n_corrections;
+	bd_dict_add(&d, "corrections", DBUS_TYPE_UINT32, &u);
+	sv = bd_utf8_ok(r->model_path, strlen(r->model_path)) ? r->model_path : "";
+	bd_dict_add(&d, "model", DBUS_TYPE_STRING, &sv);
+	dbus_uint64_t sz = r->model_size;
+	bd_dict_add(&d, "model_size", DBUS_TYPE_UINT64, &sz);
+	sv = r->arch;
+	bd_dict_add(&d, "architecture", DBUS_TYPE_STRING, &sv);
+	u = r->file_type;
+	bd_dict_add(&d, "file_type", DBUS_TYPE_UINT32, &u);
+	sv = r->weight_type;
+	bd_dict_add(&d, "weight_type", DBUS_TYPE_STRING, &sv);
+	sv = r->header_sha256;
+	bd_dict_add(&d, "model_header_sha256", DBUS_TYPE_STRING, &sv);
 	if (r->rc) {
 		const char *e = bd_utf8_ok(r->err, strlen(r->err)) ? r->err : "error";
 		bd_dict_add(&d, "error", DBUS_TYPE_STRING, &e);

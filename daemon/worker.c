@@ -259,6 +259,22 @@ static void run_request(struct bd_request *r)
 	struct bn_error err = { 0 };
 	struct run_state s = { .r = r, .last = bn_now() };
 	snprintf(r->kernel, sizeof(r->kernel), "%s", w_kernel->info.name);
+	snprintf(r->kernel_variant, sizeof(r->kernel_variant), "%s",
+	         w_kernel->variant ? w_kernel->variant : "");
+	r->threads = bn_pool_size(w_pool);
+	snprintf(r->cpus, sizeof(r->cpus), "%s", bn_pool_cpus(w_pool));
+	struct bn_model_identity id;
+	bn_model_identity(w_model->model, &id);
+	snprintf(r->model_path, sizeof(r->model_path), "%s", id.path);
+	r->model_size = id.size;
+	snprintf(r->arch, sizeof(r->arch), "%s", id.arch);
+	snprintf(r->weight_type, sizeof(r->weight_type), "%s", id.weight_type);
+	r->file_type = id.file_type;
+	memcpy(r->header_sha256, id.header_sha256, sizeof(r->header_sha256));
+	size_t nc;
+	bn_model_corrections(w_model->model, &nc);
+	r->n_corrections = (uint32_t)nc;
+	r->strict = w_model->cfg.strict;
 	if (r->m != w_model) {
 		/* queued before a model reload: the ids belong to the old vocabulary */
 		free(r->ids);
