@@ -29,6 +29,7 @@ static uint64_t detect(void)
 	uint64_t xcr0 = xgetbv0();
 	int ymm_ok = (xcr0 & 0x6) == 0x6;              /* SSE + AVX state saved by the OS */
 	int zmm_ok = ymm_ok && (xcr0 & 0xe0) == 0xe0;  /* opmask, ZMM_Hi256, Hi16_ZMM */
+	int tile_ok = (xcr0 & 0x60000) == 0x60000;     /* XTILECFG, XTILEDATA */
 	if (!ymm_ok)
 		return 0;
 	if (fma)
@@ -49,6 +50,10 @@ static uint64_t detect(void)
 			if ((c >> 11) & 1)
 				f |= BN_CPU_AVX512VNNI;
 		}
+		/* AMX-TILE (EDX 24) and AMX-INT8 (EDX 25). Linux also wants a per-process
+		 * arch_prctl permission for the tile data; plugins ask for it when they open. */
+		if (tile_ok && ((d >> 24) & 1) && ((d >> 25) & 1))
+			f |= BN_CPU_AMXINT8;
 		__cpuid_count(7, 1, a, b, c, d);
 		if ((a >> 4) & 1)
 			f |= BN_CPU_AVXVNNI;
@@ -98,7 +103,8 @@ static const struct {
 	{ BN_CPU_AVX2, "avx2" }, { BN_CPU_FMA, "fma" }, { BN_CPU_F16C, "f16c" },
 	{ BN_CPU_AVX512F, "avx512f" }, { BN_CPU_AVX512BW, "avx512bw" },
 	{ BN_CPU_AVX512VL, "avx512vl" }, { BN_CPU_AVX512VNNI, "avx512vnni" },
-	{ BN_CPU_AVXVNNI, "avxvnni" }, { BN_CPU_ASIMD, "asimd" }, { BN_CPU_ASIMDDP, "asimddp" },
+	{ BN_CPU_AVXVNNI, "avxvnni" }, { BN_CPU_AMXINT8, "amxint8" },
+	{ BN_CPU_ASIMD, "asimd" }, { BN_CPU_ASIMDDP, "asimddp" },
 };
 
 char *bn_cpu_features_str(uint64_t f, char *buf, size_t len)

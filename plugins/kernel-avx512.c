@@ -1,7 +1,7 @@
 /* AVX-512 (F/BW/VL) kernel plugin, with a VPDPBUSD ternary dot chosen at open time when the
  * CPU has AVX512-VNNI (variant "avx512-vnni", else "avx512"), and AMX-INT8 tiles for the
- * prefill GEMM (m >= 16) when the CPU and the kernel allow them (variant "avx512-vnni-amx";
- * it rides on the VNNI bit, masking VNNI turns it off too). Same contract as the AVX2
+ * prefill GEMM (m >= 16) when the features given to bn_kernel_open have BN_CPU_AMXINT8 and
+ * VNNI and the kernel grants tile state (variant "avx512-vnni-amx"). Same contract as the AVX2
  * plugin: integer results, the ternary epilogue, rmsnorm and attention identical to the
  * scalar plugin; f16_gemm within f32 reordering error.
  * BN_SIMDE: built against SIMDe for tests/check_plugins_simde_avx512, so this code runs on
@@ -410,13 +410,12 @@ ALWAYS_INLINE void gemm_panel(const uint8_t *w, size_t k, size_t r, size_t nr, f
  * holds, for each weight row n, its codes of elements 4g..4g+3 (bytes 4n..4n+3). Sums are
  * exact int32, so the result is the same integers as every other path; the epilogue is the
  * scalar one per element (vectorized: convert, divide, multiply are IEEE operations).
- * The instructions need the kernel's permission (arch_prctl ARCH_REQ_XCOMP_PERM), asked
- * once at open time; without it, or without AMX, the AVX-512 paths run. Not built under
- * SIMDe (it has no AMX). */
+ * The engine reports AMX as BN_CPU_AMXINT8 (CPUID and XCR0); Linux also wants the
+ * process's permission (arch_prctl ARCH_REQ_XCOMP_PERM), asked at open time; without the
+ * bit or the permission the AVX-512 paths run. Not built under SIMDe (it has no AMX). */
 #if !defined(BN_SIMDE) && defined(__x86_64__) && defined(__linux__) && \
 	((defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && __GNUC__ >= 11))
 #define BN_HAVE_AMX 1
-#include <cpuid.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -561,24 +560,11 @@ AMX_TARGET static void amx_gemm(const uint8_t *w, size_t k, size_t r0, size_t r1
 	_tile_release();   /* back to the init state: no tile data to save on a switch */
 }
 
-/* CPUID.7.0:EDX bits 24 (AMX-TILE) and 25 (AMX-INT8), the OS's XCR0 bits 17-18 (tile
- * state), and the kernel's per-process permission for the tile data. */
-static int amx_usable(void)
+/* CPU and OS support come with BN_CPU_AMXINT8; what is left is the kernel's per-process
+ * permission for the tile data. ARCH_REQ_XCOMP_PERM (0x1023), XFEATURE_XTILEDATA (18):
+ * process-wide and idempotent; it fails where the kernel does not support tile state. */
+static int amx_permitted(void)
 {
-	unsigned a, b, c, d;
-	if (__get_cpuid_max(0, NULL) < 7)
-		return 0;
-	__cpuid_count(7, 0, a, b, c, d);
-	if (!(d & (1u << 24)) || !(d & (1u << 25)))
-		return 0;
-	__cpuid(1, a, b, c, d);
-	if (!(c & (1u << 27)))   /* OSXSAVE */
-		return 0;
-	uint32_t lo, hi;
-	__asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-	if ((lo & (3u << 17)) != (3u << 17))
-		return 0;
-	/* ARCH_REQ_XCOMP_PERM (0x1023), XFEATURE_XTILEDATA (18): process-wide, idempotent */
 	return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
 }
 #endif
@@ -890,8 +876,9 @@ BN_KERNEL_EXPORT const struct bn_kernel_ops *bn_kernel_open(uint64_t cpu_feature
 	if (!(cpu_features & BN_CPU_AVX512VNNI))
 		return &avx512_ops;
 #ifdef BN_HAVE_AMX
-	/* kernel.h has no AMX bit: AMX rides on the VNNI bit (masking VNNI turns both off) */
-	if (amx_usable())
+	/* the AMX variant does its edge rows and activations with vpdpbusd: it needs VNNI too
+	 * (every AMX CPU has it) */
+	if ((cpu_features & BN_CPU_AMXINT8) && amx_permitted())
 		return &avx512_amx_ops;
 #endif
 	return &avx512_vnni_ops;

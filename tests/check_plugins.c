@@ -1,9 +1,9 @@
 /* Every kernel plugin against the scalar reference, op by op (tests/plugin-compare.h).
  *
  * Default build: every kernel-*.so in the build tree's plugin directory that this CPU can
- * run, once per code path (the full feature set, and again without the dot-product
- * extensions so that e.g. both "avx512-vnni" and "avx512" run). Plugins the CPU cannot run
- * are skipped with a note.
+ * run, once per code path: the full feature set, without AMX, and without AMX and the
+ * dot-product extensions, so that e.g. "avx512-vnni-amx", "avx512-vnni" and "avx512" all run
+ * on an AMX machine. Plugins the CPU cannot run are skipped with a note.
  * BN_CHECK_LINKED: the plugin source is linked into this program, compiled against SIMDe
  * (tests/check_plugins_simde_avx512, _neon), so its code runs on any x86-64 host. */
 #include <check.h>
@@ -18,15 +18,43 @@
 
 /* The dot-product extensions a plugin may pick at open time. */
 #define DOT_FEATURES (BN_CPU_AVX512VNNI | BN_CPU_AVXVNNI | BN_CPU_ASIMDDP)
+#define N_MASKS 3
 
 struct variant {
 	char plugin[32];
+	char variant[32];
 	uint64_t cpu;          /* features passed to bn_kernel_open */
 	char label[96];
 };
 
-static struct variant variants[16];
+static struct variant variants[24];
 static int n_variants;
+
+/* Feature sets to open each plugin with, most capable first: [N_MASKS] */
+static void feature_masks(uint64_t full, uint64_t *masks)
+{
+	masks[0] = full;
+	masks[1] = full & ~BN_CPU_AMXINT8;
+	masks[2] = full & ~(BN_CPU_AMXINT8 | DOT_FEATURES);
+}
+
+/* Appends a variant unless an earlier mask of the same plugin already gave its code path. */
+static void add_variant(const char *plugin, const char *variant, uint64_t cpu, const char *suffix)
+{
+	char fs[256];
+	printf("%s with features [%s]: variant %s\n", plugin,
+	       bn_cpu_features_str(cpu, fs, sizeof(fs)), variant);
+	for (int i = 0; i < n_variants; i++)
+		if (!strcmp(variants[i].plugin, plugin) && !strcmp(variants[i].variant, variant))
+			return;
+	if (n_variants == (int)(sizeof(variants) / sizeof(variants[0])))
+		return;
+	struct variant *v = &variants[n_variants++];
+	snprintf(v->plugin, sizeof(v->plugin), "%s", plugin);
+	snprintf(v->variant, sizeof(v->variant), "%s", variant);
+	v->cpu = cpu;
+	snprintf(v->label, sizeof(v->label), "%s/%s%s", plugin, variant, suffix);
+}
 
 #ifdef BN_CHECK_LINKED
 extern const struct bn_kernel_desc bn_kernel_desc;
@@ -34,19 +62,16 @@ const struct bn_kernel_ops *bn_kernel_open(uint64_t cpu_features);
 
 static void find_variants(void)
 {
-	uint64_t full = bn_kernel_desc.required | DOT_FEATURES;
-	uint64_t masks[2] = { full, bn_kernel_desc.required };
-	for (int i = 0; i < 2; i++) {
+	uint64_t masks[N_MASKS];
+	feature_masks(bn_kernel_desc.required | DOT_FEATURES | BN_CPU_AMXINT8, masks);
+	for (int i = 0; i < N_MASKS; i++) {
 		const struct bn_kernel_ops *ops = bn_kernel_open(masks[i]);
 		if (!ops) {
 			printf("note: %s refused features %#llx\n", bn_kernel_desc.name,
 			       (unsigned long long)masks[i]);
 			continue;
 		}
-		struct variant *v = &variants[n_variants++];
-		snprintf(v->plugin, sizeof(v->plugin), "%s", bn_kernel_desc.name);
-		v->cpu = masks[i];
-		snprintf(v->label, sizeof(v->label), "%s/%s (SIMDe)", bn_kernel_desc.name, ops->variant);
+		add_variant(bn_kernel_desc.name, ops->variant, masks[i], " (SIMDe)");
 	}
 }
 
@@ -56,6 +81,9 @@ START_TEST(test_variant)
 	const struct bn_kernel_ops *ops = bn_kernel_open(v->cpu);
 	ck_assert_ptr_nonnull(ops);
 	ck_assert_uint_ge(ops->size, sizeof(struct bn_kernel_ops));
+	/* SIMDe has no AMX: the plugin must never pick it there, whatever the features say */
+	ck_assert_msg(!strstr(ops->variant, "amx"), "%s chose %s under SIMDe", v->plugin,
+	              ops->variant);
 	struct pc_ctx c = { .ref = &bn_scalar_builtin_ops, .ops = ops, .label = v->label,
 	                    .small = 1, .rng = 0x9e3779b97f4a7c15ull + (uint64_t)_i };
 	unsigned fails = pc_run_all(&c);
@@ -83,21 +111,15 @@ static void find_variants(void)
 			printf("note: skipping plugin %s: %s\n", list[i].name, list[i].problem);
 			continue;
 		}
-		uint64_t masks[2] = { cpu, cpu & ~DOT_FEATURES };
-		const char *first_variant = NULL;
-		for (int j = 0; j < 2 && n_variants < 16; j++) {
+		uint64_t masks[N_MASKS];
+		feature_masks(cpu, masks);
+		for (int j = 0; j < N_MASKS; j++) {
 			struct bn_kernel *k;
-			if (bn_kernel_load(&k, BN_BUILD_PLUGIN_DIR, list[i].name, masks[j], &err))
+			if (bn_kernel_load(&k, BN_BUILD_PLUGIN_DIR, list[i].name, masks[j], &err)) {
+				printf("note: %s refused its features: %s\n", list[i].name, err.msg);
 				continue;
-			int dup = first_variant && !strcmp(first_variant, k->variant);
-			if (!dup) {
-				struct variant *v = &variants[n_variants++];
-				snprintf(v->plugin, sizeof(v->plugin), "%s", list[i].name);
-				v->cpu = masks[j];
-				snprintf(v->label, sizeof(v->label), "%s/%s", list[i].name, k->variant);
-				if (!first_variant)
-					first_variant = v->label + strlen(list[i].name) + 1;
 			}
+			add_variant(list[i].name, k->variant, masks[j], "");
 			bn_kernel_unload(k);
 		}
 	}
@@ -112,6 +134,7 @@ START_TEST(test_variant)
 	memset(&err, 0, sizeof(err));
 	int rc = bn_kernel_load(&k, BN_BUILD_PLUGIN_DIR, v->plugin, v->cpu, &err);
 	ck_assert_msg(rc == 0, "load %s: %d", v->plugin, rc);
+	ck_assert_str_eq(k->variant, v->variant);
 	ck_assert_msg(k->n_fallback == 0 || !strcmp(v->plugin, "scalar"),
 	              "%s leaves %u ops to the built-in code", v->plugin, k->n_fallback);
 	struct pc_ctx c = { .ref = &bn_scalar_builtin_ops, .ops = &k->ops, .label = v->label,

@@ -133,9 +133,10 @@ static void pc_quantize(struct pc_ctx *c)
 
 enum { TK_RANDOM, TK_EXTREME_NEG, TK_EXTREME_POS, TK_ZERO_ROWS };
 
-static void pc_ternary_case(struct pc_ctx *c, size_t k, size_t rows, size_t m, int kind)
+/* Weight rows [r0, r0 + rows) of a matrix with two more rows after them, y rows one wider. */
+static void pc_ternary_case_at(struct pc_ctx *c, size_t k, size_t r0, size_t rows, size_t m,
+                               int kind)
 {
-	size_t r0 = rows > 1 ? (size_t)(pc_u64(c) % 5) : (size_t)(pc_u64(c) % 2);
 	size_t r1 = r0 + rows, total = r1 + 2, ldy = r1 + 3;
 	size_t rb = k / 4;
 	uint8_t *w = pc_alloc(total * rb);                /* [total][k/4] codes */
@@ -186,6 +187,38 @@ static void pc_ternary_case(struct pc_ctx *c, size_t k, size_t rows, size_t m, i
 	free(y2);
 }
 
+static void pc_ternary_case(struct pc_ctx *c, size_t k, size_t rows, size_t m, int kind)
+{
+	size_t r0 = rows > 1 ? (size_t)(pc_u64(c) % 5) : (size_t)(pc_u64(c) % 2);
+	pc_ternary_case_at(c, k, r0, rows, m, kind);
+}
+
+/* Prefill sizes. Tiled paths (AMX: 16 x 16 blocks, two 16-row panels at a time, 128
+ * activations per pass, 2048-element k chunks) leave edge rows and activations to other
+ * code; row counts and activation counts off multiples of 16 and 32, from row ranges not
+ * starting at 0, reach every edge. */
+static void pc_ternary_prefill(struct pc_ctx *c)
+{
+	static const size_t ks[] = { 256, 2560, 6912 };
+	static const size_t ms[] = { 17, 31, 32, 33, 48, 100, 128, 300 };
+	static const size_t rowss[] = { 53, 19, 35, 70, 16 };   /* 32+16+5, 16+3, 32+3, 64+6, 16 */
+	for (size_t a = 0; a < sizeof(ks) / sizeof(ks[0]); a++) {
+		if (c->small && a)   /* emulated: the shortest rows give the same edges */
+			break;
+		for (size_t e = 0; e < sizeof(ms) / sizeof(ms[0]); e++) {
+			size_t k = ks[a], m = ms[e], rows = rowss[(a + e) % 5];
+			if (!c->small && k * rows * m > (size_t)48 << 20)
+				k = 2560;   /* the biggest m with the longest rows: bounded time */
+			size_t r0 = 1 + (size_t)(pc_u64(c) % 7);
+			pc_ternary_case_at(c, k, r0, rows, m, TK_RANDOM);
+		}
+	}
+	pc_ternary_case_at(c, 256, 3, 35, 33, TK_ZERO_ROWS);
+	pc_ternary_case_at(c, 2560, 5, 19, 17, TK_EXTREME_POS);
+	if (!c->small)   /* int32 tile sums at the extremes */
+		pc_ternary_case_at(c, 32768, 1, 35, 17, TK_EXTREME_NEG);
+}
+
 static void pc_ternary(struct pc_ctx *c)
 {
 	static const size_t ks[] = { 128, 256, 384, 2560, 6912, 8192 };
@@ -209,6 +242,7 @@ static void pc_ternary(struct pc_ctx *c)
 	}
 	pc_ternary_case(c, 32768, 2, 4, TK_EXTREME_NEG);   /* int16 stage must not overflow */
 	pc_ternary_case(c, 32768, 5, 1, TK_EXTREME_POS);
+	pc_ternary_prefill(c);
 }
 
 /* ---- f16_gemm --------------------------------------------------------------------- */

@@ -35,6 +35,7 @@
 #define BN_CPU_AVX512VL    (UINT64_C(1) << 5)
 #define BN_CPU_AVX512VNNI  (UINT64_C(1) << 6)
 #define BN_CPU_AVXVNNI     (UINT64_C(1) << 7)
+#define BN_CPU_AMXINT8     (UINT64_C(1) << 8)   /* AMX-TILE + AMX-INT8, OS saves tiles */
 #define BN_CPU_ASIMD       (UINT64_C(1) << 16)  /* arm64 NEON */
 #define BN_CPU_ASIMDDP     (UINT64_C(1) << 17)  /* arm64 SDOT/UDOT */
 
