@@ -299,17 +299,22 @@ int main(int argc, char **argv)
 			if (!want)
 				continue;
 		}
-		uint64_t masks[2] = { cpu, cpu & ~(BN_CPU_AVX512VNNI | BN_CPU_AVXVNNI) };
-		char first[32] = "";
-		for (int mi = 0; mi < 2; mi++) {
+		/* full features, then without AMX, then without AMX and VNNI: every code path */
+		uint64_t masks[3] = { cpu, cpu & ~BN_CPU_AMXINT8,
+		                      cpu & ~(BN_CPU_AMXINT8 | BN_CPU_AVX512VNNI | BN_CPU_AVXVNNI) };
+		char seen[3][32] = { "", "", "" };
+		for (int mi = 0; mi < 3; mi++) {
 			struct bn_kernel *k;
 			if (bn_kernel_load(&k, BN_BUILD_PLUGIN_DIR, list[i].name, masks[mi], &err))
 				continue;
-			if (mi == 1 && !strcmp(k->variant, first)) {   /* same path again */
+			bool dup = false;
+			for (int e = 0; e < mi; e++)
+				dup |= !strcmp(k->variant, seen[e]);
+			snprintf(seen[mi], sizeof(seen[mi]), "%s", k->variant);
+			if (dup) {   /* same path again */
 				bn_kernel_unload(k);
 				continue;
 			}
-			snprintf(first, sizeof(first), "%s", k->variant);
 			char label[64];
 			snprintf(label, sizeof(label), "%s/%s", list[i].name, k->variant);
 			int slow = !strcmp(list[i].name, "scalar");

@@ -79,6 +79,7 @@ int bn_err_prefix(struct bn_error *err, const char *fmt, ...)
 	vsnprintf(pre, sizeof(pre), fmt, ap);
 	va_end(ap);
 	memcpy(old, err->msg, sizeof(old));
-	snprintf(err->msg, sizeof(err->msg), "%s: %s", pre, old);
+	/* the prefix is short; the old message keeps what fits after it */
+	snprintf(err->msg, sizeof(err->msg), "%.255s: %.250s", pre, old);
 	return err->code;
 }
