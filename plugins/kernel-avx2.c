@@ -485,62 +485,62 @@ ALWAYS_INLINE float f16_tail(const uint16_t *w, const uint16_t *x, size_t j, siz
 	return acc;
 }
 
-/* NR weight rows x NA activation rows; with NA == 1 each row gets two accumulators so that
- * eight FMA chains hide the FMA latency. */
+/* NR (<= 4) weight rows x NA (<= 2) activation rows, with NR * NA <= 4 (16 ymm registers).
+ * Every dot product has the same structure whatever NR and NA: two accumulators over the
+ * halves of each 16-element step, added and reduced at the end, then the scalar tail. So a
+ * logit is the same bit for bit however many activation rows share the call (batch
+ * invariance), while a weight row's f16 conversion serves NA activations. */
 ALWAYS_INLINE void f16_tile(const uint16_t *w, size_t k, size_t r, size_t nr,
                             const uint16_t *x, size_t na, float *y, size_t ldy)
 {
-	__m256 acc[4][2];   /* [row][act or half] */
+	__m256 acc[4][2];   /* [row * na + act][half] */
 	for (size_t t = 0; t < 4; t++)
 		acc[t][0] = acc[t][1] = _mm256_setzero_ps();
 	size_t j = 0;
-	if (na == 1) {
-		for (; j + 16 <= k; j += 16) {
-			__m256 x0 = load_h8(x + j), x1 = load_h8(x + j + 8);
-#pragma GCC unroll 4
-			for (size_t t = 0; t < nr; t++) {
-				const uint16_t *wt = w + (r + t) * k + j;
-				acc[t][0] = _mm256_fmadd_ps(load_h8(wt), x0, acc[t][0]);
-				acc[t][1] = _mm256_fmadd_ps(load_h8(wt + 8), x1, acc[t][1]);
-			}
+	for (; j + 16 <= k; j += 16) {
+		__m256 x0[2], x1[2];
+#pragma GCC unroll 2
+		for (size_t a = 0; a < na; a++) {
+			x0[a] = load_h8(x + a * k + j);
+			x1[a] = load_h8(x + a * k + j + 8);
 		}
 #pragma GCC unroll 4
-		for (size_t t = 0; t < nr; t++)
-			y[r + t] = hsum_ps(_mm256_add_ps(acc[t][0], acc[t][1])) +
-			           f16_tail(w + (r + t) * k, x, j, k);
-		return;
-	}
-	for (; j + 8 <= k; j += 8) {
-		__m256 xv[2];
-#pragma GCC unroll 2
-		for (size_t a = 0; a < na; a++)
-			xv[a] = load_h8(x + a * k + j);
-#pragma GCC unroll 4
 		for (size_t t = 0; t < nr; t++) {
-			__m256 wv = load_h8(w + (r + t) * k + j);
+			const uint16_t *wt = w + (r + t) * k + j;
+			__m256 w0 = load_h8(wt), w1 = load_h8(wt + 8);
 #pragma GCC unroll 2
-			for (size_t a = 0; a < na; a++)
-				acc[t][a] = _mm256_fmadd_ps(wv, xv[a], acc[t][a]);
+			for (size_t a = 0; a < na; a++) {
+				acc[t * na + a][0] = _mm256_fmadd_ps(w0, x0[a], acc[t * na + a][0]);
+				acc[t * na + a][1] = _mm256_fmadd_ps(w1, x1[a], acc[t * na + a][1]);
+			}
 		}
 	}
 #pragma GCC unroll 4
 	for (size_t t = 0; t < nr; t++)
 #pragma GCC unroll 2
 		for (size_t a = 0; a < na; a++)
-			y[a * ldy + r + t] = hsum_ps(acc[t][a]) +
+			y[a * ldy + r + t] = hsum_ps(_mm256_add_ps(acc[t * na + a][0], acc[t * na + a][1])) +
 			                     f16_tail(w + (r + t) * k, x + a * k, j, k);
 }
 
 static void f16_gemm(const uint16_t *w, size_t k, size_t r0, size_t r1,
                      const uint16_t *x, size_t m, float *y, size_t ldy)
 {
-	/* Every (row, activation) dot product runs the same one-activation tile, so a logit does
-	 * not depend on how many tokens share the call (batch invariance, bit for bit). With
-	 * m > 1 the four weight rows of a tile stay in L1 across the activation rows. */
+	/* m == 1: four rows per pass. m > 1: two rows against activation pairs, so the rows stay
+	 * in L1 across the pairs (weights stream from memory once). */
 	size_t r = r0;
-	for (; r + 4 <= r1; r += 4)
-		for (size_t i = 0; i < m; i++)
-			f16_tile(w, k, r, 4, x + i * k, 1, y + i * ldy, ldy);
+	if (m == 1) {
+		for (; r + 4 <= r1; r += 4)
+			f16_tile(w, k, r, 4, x, 1, y, ldy);
+	} else {
+		for (; r + 2 <= r1; r += 2) {
+			size_t i = 0;
+			for (; i + 2 <= m; i += 2)
+				f16_tile(w, k, r, 2, x + i * k, 2, y + i * ldy, ldy);
+			if (i < m)
+				f16_tile(w, k, r, 2, x + i * k, 1, y + i * ldy, ldy);
+		}
+	}
 	for (; r < r1; r++)
 		for (size_t i = 0; i < m; i++)
 			f16_tile(w, k, r, 1, x + i * k, 1, y + i * ldy, ldy);

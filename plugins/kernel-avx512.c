@@ -588,6 +588,17 @@ ALWAYS_INLINE void ternary_body(const uint8_t *w, size_t k, size_t r0, size_t r1
 		}
 		return;
 	}
+	if (m <= 4) {
+		/* a few sequences decoding together: decode each block in registers once and use it
+		 * for every activation row (a panel would be reused too little) */
+		int32_t acc[4];   /* [m] */
+		for (size_t r = r0; r < r1; r++) {
+			gemm_row_acts(w + r * rb, k, q, m, acc, vnni);
+			for (size_t a = 0; a < m; a++)
+				y[a * ldy + r] = epilogue(acc[a], qsum[a], qscale[a], wscale);
+		}
+		return;
+	}
 #ifdef BN_HAVE_AMX
 	if (amx && m >= 16 && r1 - r0 >= 16) {
 		/* AMX takes whole 16 x 16 blocks; the rest of the rows and activations go below */
@@ -644,62 +655,58 @@ ALWAYS_INLINE float f16_tail(const uint16_t *w, const uint16_t *x, size_t j, siz
 	return acc;
 }
 
-/* nr weight rows x na activation rows; with na == 1 each row gets two accumulators so that
- * eight FMA chains hide the FMA latency. */
+/* NR (<= 4) weight rows x NA (<= 2) activation rows. Every dot product has the same
+ * structure whatever NR and NA: two accumulators over the halves of each 32-element step,
+ * added and reduced at the end, then the scalar tail. So a logit is the same bit for bit
+ * however many activation rows share the call (batch invariance), while a weight row's f16
+ * conversion serves NA activations. */
 ALWAYS_INLINE void f16_tile(const uint16_t *w, size_t k, size_t r, size_t nr,
                             const uint16_t *x, size_t na, float *y, size_t ldy)
 {
-	__m512 acc[4][2];   /* [row][act or half] */
+	__m512 acc[4][2][2];   /* [row][act][half] */
 	for (size_t t = 0; t < 4; t++)
-		acc[t][0] = acc[t][1] = _mm512_setzero_ps();
+		for (size_t a = 0; a < 2; a++)
+			acc[t][a][0] = acc[t][a][1] = _mm512_setzero_ps();
 	size_t j = 0;
-	if (na == 1) {
-		for (; j + 32 <= k; j += 32) {
-			__m512 x0 = load_h16(x + j), x1 = load_h16(x + j + 16);
-#pragma GCC unroll 4
-			for (size_t t = 0; t < nr; t++) {
-				const uint16_t *wt = w + (r + t) * k + j;
-				acc[t][0] = _mm512_fmadd_ps(load_h16(wt), x0, acc[t][0]);
-				acc[t][1] = _mm512_fmadd_ps(load_h16(wt + 16), x1, acc[t][1]);
-			}
+	for (; j + 32 <= k; j += 32) {
+		__m512 x0[2], x1[2];
+#pragma GCC unroll 2
+		for (size_t a = 0; a < na; a++) {
+			x0[a] = load_h16(x + a * k + j);
+			x1[a] = load_h16(x + a * k + j + 16);
 		}
 #pragma GCC unroll 4
-		for (size_t t = 0; t < nr; t++)
-			y[r + t] = hsum_ps(_mm512_add_ps(acc[t][0], acc[t][1])) +
-			           f16_tail(w + (r + t) * k, x, j, k);
-		return;
-	}
-	for (; j + 16 <= k; j += 16) {
-		__m512 xv[2];
-#pragma GCC unroll 2
-		for (size_t a = 0; a < na; a++)
-			xv[a] = load_h16(x + a * k + j);
-#pragma GCC unroll 4
 		for (size_t t = 0; t < nr; t++) {
-			__m512 wv = load_h16(w + (r + t) * k + j);
+			const uint16_t *wt = w + (r + t) * k + j;
+			__m512 w0 = load_h16(wt), w1 = load_h16(wt + 16);
 #pragma GCC unroll 2
-			for (size_t a = 0; a < na; a++)
-				acc[t][a] = _mm512_fmadd_ps(wv, xv[a], acc[t][a]);
+			for (size_t a = 0; a < na; a++) {
+				acc[t][a][0] = _mm512_fmadd_ps(w0, x0[a], acc[t][a][0]);
+				acc[t][a][1] = _mm512_fmadd_ps(w1, x1[a], acc[t][a][1]);
+			}
 		}
 	}
 #pragma GCC unroll 4
 	for (size_t t = 0; t < nr; t++)
 #pragma GCC unroll 2
 		for (size_t a = 0; a < na; a++)
-			y[a * ldy + r + t] = hsum_ps(acc[t][a]) +
+			y[a * ldy + r + t] = hsum_ps(_mm512_add_ps(acc[t][a][0], acc[t][a][1])) +
 			                     f16_tail(w + (r + t) * k, x + a * k, j, k);
 }
 
 static void f16_gemm(const uint16_t *w, size_t k, size_t r0, size_t r1,
                      const uint16_t *x, size_t m, float *y, size_t ldy)
 {
-	/* Every (row, activation) dot product runs the same one-activation tile, so a logit does
-	 * not depend on how many tokens share the call (batch invariance, bit for bit). With
-	 * m > 1 the four weight rows of a tile stay in L1 across the activation rows. */
+	/* Four weight rows at a time against activation pairs: the rows stay in L1 across the
+	 * pairs (weights stream from memory once). */
 	size_t r = r0;
-	for (; r + 4 <= r1; r += 4)
-		for (size_t i = 0; i < m; i++)
+	for (; r + 4 <= r1; r += 4) {
+		size_t i = 0;
+		for (; i + 2 <= m; i += 2)
+			f16_tile(w, k, r, 4, x + i * k, 2, y + i * ldy, ldy);
+		if (i < m)
 			f16_tile(w, k, r, 4, x + i * k, 1, y + i * ldy, ldy);
+	}
 	for (; r < r1; r++)
 		for (size_t i = 0; i < m; i++)
 			f16_tile(w, k, r, 1, x + i * k, 1, y + i * ldy, ldy);
