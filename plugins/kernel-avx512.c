@@ -774,14 +774,7 @@ static void attn_head(const uint16_t *q16, const uint16_t *k, const uint16_t *v,
 		if (s > mx)
 			mx = s;
 	}
-	/* expf from libm, element by element: the logits must not depend on the plugin */
-	double sum = 0.0;
-	for (size_t t = 0; t < n; t++) {
-		float e = expf(scratch[t] - mx);
-		scratch[t] = e;
-		sum += (double)e;
-	}
-	float inv = (float)(1.0 / sum);
+	float inv = bn_softmax_exp(scratch, n, mx);
 	__m256 vinv = _mm256_set1_ps(inv);
 	size_t t = 0;
 	for (; t + 8 <= n; t += 8) {   /* F16C rounds to nearest even, as bn_f32_to_f16 */

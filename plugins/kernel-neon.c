@@ -335,13 +335,7 @@ static void attn_head(const uint16_t *q16, const uint16_t *k, const uint16_t *v,
 	}
 	/* expf from libm and the portable f16 rounding, element by element, as the scalar
 	 * plugin: the logits must not depend on the plugin */
-	double sum = 0.0;
-	for (size_t t = 0; t < n; t++) {
-		float e = expf(scratch[t] - mx);
-		scratch[t] = e;
-		sum += (double)e;
-	}
-	float inv = (float)(1.0 / sum);
+	float inv = bn_softmax_exp(scratch, n, mx);
 	for (size_t t = 0; t < n; t++)
 		scratch[t] = bn_f16_to_f32(bn_f32_to_f16(scratch[t] * inv));
 

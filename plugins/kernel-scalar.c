@@ -121,13 +121,7 @@ SC_LINK void SC(attn_head)(const uint16_t *q16, const uint16_t *k, const uint16_
 		if (s > mx)
 			mx = s;
 	}
-	double sum = 0.0;
-	for (size_t t = 0; t < n; t++) {
-		float e = expf(scratch[t] - mx);
-		scratch[t] = e;
-		sum += (double)e;
-	}
-	float inv = (float)(1.0 / sum);
+	float inv = bn_softmax_exp(scratch, n, mx);
 	for (size_t t = 0; t < n; t++)   /* softmax weights rounded to f16 (rule 4) */
 		scratch[t] = bn_f16_to_f32(bn_f32_to_f16(scratch[t] * inv));
 	for (size_t d = 0; d < hd; d++) {

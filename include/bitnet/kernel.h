@@ -15,6 +15,7 @@
 #ifndef BITNET_KERNEL_H
 #define BITNET_KERNEL_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -139,6 +140,19 @@ static inline uint16_t bn_f32_to_f16(float f)
 	uint32_t mant_odd = (a >> 13) & 1;
 	a += 0xc8000fffu + mant_odd;                /* rebias exponent (-112<<23) and round */
 	return (uint16_t)(sign | (a >> 13));
+}
+
+/* Softmax numerators in place (rule 4): s[t] = expf(s[t] - mx) with libm's expf element by
+ * element, summed in double in index order. Returns (float)(1.0 / sum). Shared by every
+ * plugin: the attention weights must not depend on which plugin runs. s: [n] f32. */
+static inline float bn_softmax_exp(float *s, size_t n, float mx)
+{
+	double sum = 0.0;
+	for (size_t t = 0; t < n; t++) {
+		s[t] = expf(s[t] - mx);
+		sum += (double)s[t];
+	}
+	return (float)(1.0 / sum);
 }
 
 static inline float bn_bf16_to_f32(uint16_t h)
