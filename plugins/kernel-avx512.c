@@ -593,7 +593,13 @@ ALWAYS_INLINE void ternary_body(const uint8_t *w, size_t k, size_t r0, size_t r1
 		 * for every activation row (a panel would be reused too little) */
 		int32_t acc[4];   /* [m] */
 		for (size_t r = r0; r < r1; r++) {
-			gemm_row_acts(w + r * rb, k, q, m, acc, vnni);
+			/* a constant row count per call keeps the accumulators in registers */
+			if (m == 4)
+				gemm_row_acts(w + r * rb, k, q, 4, acc, vnni);
+			else if (m == 3)
+				gemm_row_acts(w + r * rb, k, q, 3, acc, vnni);
+			else
+				gemm_row_acts(w + r * rb, k, q, 2, acc, vnni);
 			for (size_t a = 0; a < m; a++)
 				y[a * ldy + r] = epilogue(acc[a], qsum[a], qscale[a], wscale);
 		}
