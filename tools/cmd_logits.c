@@ -1,5 +1,6 @@
 /* bitnet logits: the logits of a token list, one sequence, as a binary file:
  * int32 n_tokens, int32 n_vocab, float32 logits[n_tokens][n_vocab], little endian. */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,11 +94,13 @@ int cmd_logits(int argc, char **argv)
 		rc = 1;
 		goto done;
 	}
+	/* little endian on every host this builds for (x86-64, aarch64) */
 	FILE *f = fopen(out, "wb");
 	int32_t hdr[2] = { (int32_t)n, (int32_t)V };
-	if (!f || fwrite(hdr, sizeof(hdr), 1, f) != 1 ||
-	    fwrite(logits, sizeof(float), (size_t)n * V, f) != (size_t)n * V || fclose(f)) {
-		tool_error("logits", "cannot write %s", out);
+	bool ok = f && fwrite(hdr, sizeof(hdr), 1, f) == 1 &&
+	          fwrite(logits, sizeof(float), (size_t)n * V, f) == (size_t)n * V;
+	if ((f && fclose(f)) || !ok) {
+		tool_error("logits", "cannot write %s: %s", out, strerror(errno));
 		rc = 1;
 	}
 done:
