@@ -251,13 +251,17 @@ ALWAYS_INLINE void f16_tile(const uint16_t *w, size_t k, size_t r, size_t nr,
 static void f16_gemm(const uint16_t *w, size_t k, size_t r0, size_t r1,
                      const uint16_t *x, size_t m, float *y, size_t ldy)
 {
-	/* Every (row, activation) dot product runs the same one-activation tile, so a logit does
-	 * not depend on how many tokens share the call (batch invariance, bit for bit). With
-	 * m > 1 the four weight rows of a tile stay in L1 across the activation rows. */
+	/* The tile gives every (row, activation) dot product the same accumulation structure
+	 * whatever the activation count, so a logit does not depend on how many tokens share the
+	 * call (batch invariance, bit for bit). Four weight rows stay in L1 across the pairs. */
 	size_t r = r0;
-	for (; r + 4 <= r1; r += 4)
-		for (size_t i = 0; i < m; i++)
+	for (; r + 4 <= r1; r += 4) {
+		size_t i = 0;
+		for (; i + 2 <= m; i += 2)
+			f16_tile(w, k, r, 4, x + i * k, 2, y + i * ldy, ldy);
+		if (i < m)
 			f16_tile(w, k, r, 4, x + i * k, 1, y + i * ldy, ldy);
+	}
 	for (; r < r1; r++)
 		for (size_t i = 0; i < m; i++)
 			f16_tile(w, k, r, 1, x + i * k, 1, y + i * ldy, ldy);

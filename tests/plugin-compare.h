@@ -292,6 +292,21 @@ static void pc_f16_case(struct pc_ctx *c, size_t k, size_t rows, size_t m)
 			}
 		}
 	}
+	/* Batch invariance: each activation row alone, and the rows split at another place,
+	 * give the same logits bit for bit (the engine's seq and batch paths must agree). */
+	float *y1 = pc_alloc(ldy * sizeof(float));   /* [ldy] */
+	for (size_t i = 0; i < m; i++) {
+		size_t a = r0 + (r1 - r0) / 3;
+		c->ops->f16_gemm(w, k, r0, a, x + i * k, 1, y1, ldy);
+		c->ops->f16_gemm(w, k, a, r1, x + i * k, 1, y1, ldy);
+		c->checks++;
+		if (memcmp(y1 + r0, y + i * ldy + r0, (r1 - r0) * sizeof(float))) {
+			pc_fail(c, "f16_gemm k=%zu m=%zu: activation row %zu alone differs from the "
+			        "batch (not batch-invariant)", k, m, i);
+			break;
+		}
+	}
+	free(y1);
 out:
 	free(w);
 	free(x);
