@@ -12,6 +12,7 @@
 #include "gguf.h"
 #include "gguf_write.h"
 #include "quant.h"
+#include "rng.h"
 #include "tokjson.h"
 #include "vocab.h"
 
@@ -255,61 +256,22 @@ uint64_t bn_mkmodel_data_bytes(const struct bn_mkmodel_opts *o)
 
 /* ---- PRNG: splitmix64 seeds xoshiro256**, one stream per tensor ----------------------- */
 
-struct rng {
-	uint64_t s[4];
-};
-
-static uint64_t splitmix64(uint64_t *x)
-{
-	uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static uint64_t rotl(uint64_t x, int k)
-{
-	return (x << k) | (x >> (64 - k));
-}
-
-static uint64_t rng_next(struct rng *r)
-{
-	uint64_t *s = r->s;
-	uint64_t out = rotl(s[1] * 5, 7) * 9;
-	uint64_t t = s[1] << 17;
-	s[2] ^= s[0];
-	s[3] ^= s[1];
-	s[1] ^= s[2];
-	s[0] ^= s[3];
-	s[2] ^= t;
-	s[3] = rotl(s[3], 45);
-	return out;
-}
-
 /* The stream of a tensor depends on the seed and the tensor's name only. */
-static void rng_init(struct rng *r, uint64_t seed, const char *stream)
+static void rng_init(struct bn_rng *r, uint64_t seed, const char *stream)
 {
 	uint64_t h = 0xcbf29ce484222325ull;   /* FNV-1a of the name */
 	for (const char *c = stream; *c; c++)
 		h = (h ^ (uint8_t)*c) * 0x100000001b3ull;
 	uint64_t x = seed;
-	x = splitmix64(&x) ^ h;
-	for (int i = 0; i < 4; i++)
-		r->s[i] = splitmix64(&x);
-}
-
-/* [0, 1) with 53 bits */
-static double rng_unif(struct rng *r)
-{
-	return (double)(rng_next(r) >> 11) * 0x1p-53;
+	bn_rng_seed(r, bn_splitmix64(&x) ^ h);
 }
 
 /* A row of standard normals (Box-Muller, both values used). out: [n] */
-static void rng_normals(struct rng *r, float *out, size_t n, double sigma)
+static void rng_normals(struct bn_rng *r, float *out, size_t n, double sigma)
 {
 	for (size_t i = 0; i < n; i += 2) {
-		double u1 = ((double)(rng_next(r) >> 11) + 1.0) * 0x1p-53;   /* (0, 1] */
-		double u2 = rng_unif(r);
+		double u1 = ((double)(bn_rng_next(r) >> 11) + 1.0) * 0x1p-53;   /* (0, 1] */
+		double u2 = bn_rng_double(r);
 		double rad = sqrt(-2.0 * log(u1)) * sigma;
 		out[i] = (float)(rad * cos(2.0 * M_PI * u2));
 		if (i + 1 < n)
@@ -335,11 +297,11 @@ static void trit_table_init(struct trit_table *tt)
 }
 
 /* t: [n] */
-static void rng_trits(struct rng *r, const struct trit_table *tt, int8_t *t, size_t n)
+static void rng_trits(struct bn_rng *r, const struct trit_table *tt, int8_t *t, size_t n)
 {
 	size_t i = 0;
 	while (i < n) {
-		uint64_t w = rng_next(r);
+		uint64_t w = bn_rng_next(r);
 		for (int byte = 0; byte < 8 && i < n; byte++, w >>= 8) {
 			unsigned b = (unsigned)(w & 0xff);
 			if (b >= 243)
@@ -351,9 +313,9 @@ static void rng_trits(struct rng *r, const struct trit_table *tt, int8_t *t, siz
 }
 
 /* U(0.5, 1.5) / sqrt(fan_in), rounded to 8 significant bits so f16 and bf16 hold it exactly */
-static float draw_scale(struct rng *r, uint64_t fan_in)
+static float draw_scale(struct bn_rng *r, uint64_t fan_in)
 {
-	double s = (0.5 + rng_unif(r)) / sqrt((double)fan_in);
+	double s = (0.5 + bn_rng_double(r)) / sqrt((double)fan_in);
 	int e;
 	double m = frexp(s, &e);               /* [0.5, 1) */
 	return (float)ldexp(nearbyint(ldexp(m, 8)), e - 8);
@@ -484,7 +446,7 @@ static int emit_float_row(struct gen *g, uint32_t type, const float *x, size_t n
 	return emit(g, h, n * 2, err);
 }
 
-static int gen_embd(struct gen *g, const struct plan *p, struct rng *r, struct bn_error *err)
+static int gen_embd(struct gen *g, const struct plan *p, struct bn_rng *r, struct bn_error *err)
 {
 	for (uint64_t row = 0; row < p->ne[1]; row++) {
 		rng_normals(r, g->f, p->ne[0], 0.02);
@@ -495,12 +457,12 @@ static int gen_embd(struct gen *g, const struct plan *p, struct rng *r, struct b
 	return 0;
 }
 
-static int gen_norm(struct gen *g, const struct plan *p, struct rng *r, struct bn_error *err)
+static int gen_norm(struct gen *g, const struct plan *p, struct bn_rng *r, struct bn_error *err)
 {
 	size_t n = p->ne[0];
 	double ss = 0;
 	for (size_t i = 0; i < n; i++) {
-		g->f[i] = (float)(0.5 + rng_unif(r));
+		g->f[i] = (float)(0.5 + bn_rng_double(r));
 		ss += (double)g->f[i] * g->f[i];
 	}
 	if (p->attn_norm && g->o->gamma_rms > 0.0f) {
@@ -511,7 +473,7 @@ static int gen_norm(struct gen *g, const struct plan *p, struct rng *r, struct b
 	return emit(g, g->f, n * sizeof(float), err);
 }
 
-static int gen_proj(struct gen *g, const struct plan *p, struct rng *r, struct bn_error *err)
+static int gen_proj(struct gen *g, const struct plan *p, struct bn_rng *r, struct bn_error *err)
 {
 	size_t k = p->ne[0];
 	float scale = draw_scale(r, k);
@@ -669,7 +631,7 @@ int bn_mkmodel_write(const struct bn_mkmodel_opts *opts, const char *path,
 		goto fail;
 	for (size_t i = 0; i < n; i++) {
 		const struct plan *p = &plan[i];
-		struct rng r;
+		struct bn_rng r;
 		rng_init(&r, o.seed, p->name);
 		switch (p->kind) {
 		case K_EMBD:

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rng.h"
 #include "sampler.h"
 
 struct cand {
@@ -14,7 +15,7 @@ struct cand {
 struct bn_sampler {
 	struct bn_sampler_opts o;
 	uint32_t n_vocab;
-	uint64_t rng[4];        /* xoshiro256** state */
+	struct bn_rng rng;      /* lib/rng.h */
 	struct cand *cands;     /* [n_vocab] penalised logits in id order, then reused as a heap */
 	struct cand *sorted;    /* [n_vocab] candidates best first, filled only as far as needed */
 	double *w;              /* [n_vocab] unnormalised softmax weights, id order */
@@ -23,47 +24,6 @@ struct bn_sampler {
 	uint32_t n_hist;        /* valid entries in hist */
 	uint32_t hist_pos;      /* next slot to overwrite */
 };
-
-/* ---- generator: splitmix64 expands the seed, xoshiro256** produces ---------- */
-
-static uint64_t splitmix64(uint64_t *x)
-{
-	uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static inline uint64_t rotl64(uint64_t v, int k)
-{
-	return (v << k) | (v >> (64 - k));
-}
-
-static uint64_t rng_next(uint64_t s[4])
-{
-	uint64_t r = rotl64(s[1] * 5, 7) * 9;
-	uint64_t t = s[1] << 17;
-	s[2] ^= s[0];
-	s[3] ^= s[1];
-	s[1] ^= s[2];
-	s[0] ^= s[3];
-	s[2] ^= t;
-	s[3] = rotl64(s[3], 45);
-	return r;
-}
-
-static void rng_seed(uint64_t s[4], uint64_t seed)
-{
-	uint64_t x = seed;
-	for (int i = 0; i < 4; i++)
-		s[i] = splitmix64(&x);
-}
-
-/* [0, 1) from the top 53 bits: exact in double on every platform */
-static double rng_double(uint64_t s[4])
-{
-	return (double)(rng_next(s) >> 11) * 0x1.0p-53;
-}
 
 /* ---- options ---------------------------------------------------------------- */
 
@@ -146,7 +106,7 @@ void bn_sampler_reset(struct bn_sampler *s)
 {
 	s->n_hist = 0;
 	s->hist_pos = 0;
-	rng_seed(s->rng, s->o.seed);
+	bn_rng_seed(&s->rng, s->o.seed);
 }
 
 void bn_sampler_accept(struct bn_sampler *s, int32_t tok)
@@ -274,7 +234,7 @@ int32_t bn_sampler_sample(struct bn_sampler *s, const float *logits)
 		return c[best].id;
 	}
 
-	const double r = rng_double(s->rng);
+	const double r = bn_rng_double(&s->rng);
 	const double T = s->o.temperature;
 	const double top_p = s->o.top_p, min_p = s->o.min_p;
 	const bool cut = top_p < 1.0 || min_p > 0.0;
