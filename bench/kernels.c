@@ -1,8 +1,8 @@
 /* Kernel plugin throughput beside this machine's read bandwidth (not a test).
  *
- *   bench/bench-kernels [--runs N] [--threads-only 1|2] [plugin ...]
+ *   bench/bench-kernels [--runs N] [--threads-only 1|2] [--m M] [plugin ...]
  *
- * Ternary GEMV (m = 1) over the 2B-4T projection shapes of 30 distinct layers (~520 MB of
+ * Ternary GEMV (m = 1, or M activation rows: M sequences decoding together) over the 2B-4T projection shapes of 30 distinct layers (~520 MB of
  * I2_S weights, far beyond the caches, cycled like decode does) and the F16 LM head
  * (2560 x 128256, 657 MB), per plugin, one thread and two threads (each half of every
  * matrix's rows, a barrier per matrix as in the engine's pool). Read bandwidth: an AVX2
@@ -43,7 +43,9 @@ static size_t n_mats, ternary_bytes;
 static uint8_t *ternary_buf;   /* all matrices back to back */
 static uint16_t *lm_head;      /* [VOCAB][HIDDEN] f16 */
 #define PP_M 128
-static int8_t q_act[FFN];      /* [FFN] int8 activation */
+#define TG_MMAX 16
+static int8_t q_act[TG_MMAX * FFN];   /* [m][FFN] int8 activations */
+static size_t tg_m = 1;       /* activation rows of the ternary job */
 static int8_t *q_pp;           /* [PP_M][FFN] int8 activations for the prefill GEMM */
 static float *y_pp;            /* [PP_M][FFN] f32 prefill outputs */
 static float pp_scale[PP_M];   /* [PP_M] */
@@ -121,14 +123,18 @@ static void run_job(struct worker *wk)
 		return;
 	}
 	if (wk->job == JOB_TERNARY) {
-		float qscale = 1.0f;
-		int32_t qsum = 0;
+		float qscale[TG_MMAX];
+		int32_t qsum[TG_MMAX];
+		for (size_t a = 0; a < TG_MMAX; a++) {
+			qscale[a] = 1.0f;
+			qsum[a] = 0;
+		}
 		for (size_t i = 0; i < n_mats; i++) {
 			const struct mat *m = &mats[i];
-			size_t half = (m->rows / (size_t)nt + 3) & ~(size_t)3;
+			size_t half = (m->rows / (size_t)nt + 15) & ~(size_t)15;
 			size_t r0 = half * (size_t)id, r1 = id == nt - 1 ? m->rows : r0 + half;
-			wk->ops->ternary_gemm(m->w, m->k, r0, r1, 0.5f, q_act, &qscale, &qsum, 1,
-			                      y_out[0], VOCAB);
+			wk->ops->ternary_gemm(m->w, m->k, r0, r1, 0.5f, q_act, qscale, qsum, tg_m,
+			                      y_pp, m->rows);
 			if (nt > 1)
 				pthread_barrier_wait(wk->bar);
 		}
@@ -188,12 +194,16 @@ static double layer_macs(void)   /* multiply-adds of one layer's GEMMs at m = PP
 static double gemv_ceiling(const struct bn_kernel_ops *ops)
 {
 	const struct mat *m = &mats[0];   /* the first 512 rows of layer 0's q */
-	float qscale = 1.0f;
-	int32_t qsum = 0;
+	float qscale[TG_MMAX];
+	int32_t qsum[TG_MMAX];
+	for (size_t a = 0; a < TG_MMAX; a++) {
+		qscale[a] = 1.0f;
+		qsum[a] = 0;
+	}
 	double best = 1e30;
 	for (int r = 0; r < 20; r++) {
 		double t0 = now();
-		ops->ternary_gemm(m->w, m->k, 0, 512, 0.5f, q_act, &qscale, &qsum, 1, y_out[0], VOCAB);
+		ops->ternary_gemm(m->w, m->k, 0, 512, 0.5f, q_act, qscale, qsum, tg_m, y_pp, 512);
 		double t = now() - t0;
 		if (t < best)
 			best = t;
@@ -224,11 +234,17 @@ int main(int argc, char **argv)
 			runs = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--threads-only") && i + 1 < argc)
 			only_threads = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--m") && i + 1 < argc)
+			tg_m = (size_t)atoi(argv[++i]);
 		else if (n_names < 16)
 			names[n_names++] = argv[i];
 	}
 	if (runs < 1 || runs > 32)
 		runs = 5;
+	if (tg_m < 1 || tg_m > TG_MMAX) {
+		fprintf(stderr, "bench-kernels: --m takes 1 to %d\n", TG_MMAX);
+		return 2;
+	}
 	uint64_t cpu = bn_cpu_features();
 	if (!(cpu & BN_CPU_AVX2)) {
 		fprintf(stderr, "bench-kernels: the bandwidth probe needs AVX2\n");
@@ -255,8 +271,8 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < (size_t)VOCAB * HIDDEN; i++)   /* finite f16 values */
 		lm_head[i] = (uint16_t)(0x2000 + (i * 2654435761u >> 7) % 0x1800) |
 		             (uint16_t)((i & 1) << 15);
-	for (size_t i = 0; i < FFN; i++)
-		q_act[i] = (int8_t)(i * 37);
+	for (size_t i = 0; i < TG_MMAX * FFN; i++)
+		q_act[i] = (int8_t)(i * 37 + i / 11);
 	if (posix_memalign((void **)&q_pp, 64, (size_t)PP_M * FFN) ||
 	    posix_memalign((void **)&y_pp, 64, (size_t)PP_M * FFN * sizeof(float))) {
 		fprintf(stderr, "bench-kernels: out of memory\n");
@@ -269,8 +285,9 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < HIDDEN; i++)
 		x16[i] = bn_f32_to_f16((float)((int)(i % 17) - 8) * 0.1f);
 
-	printf("ternary weights %.1f MB (%zu matrices), LM head %.1f MB, %d runs (median)\n",
-	       ternary_bytes / 1e6, n_mats, (double)VOCAB * HIDDEN * 2 / 1e6, runs);
+	printf("ternary weights %.1f MB (%zu matrices), %zu activation row%s, LM head %.1f MB, "
+	       "%d runs (median)\n", ternary_bytes / 1e6, n_mats, tg_m, tg_m > 1 ? "s" : "",
+	       (double)VOCAB * HIDDEN * 2 / 1e6, runs);
 	double bw[3] = { 0 };
 	for (int nt = 1; nt <= 2; nt++)
 		if (!only_threads || only_threads == nt)

@@ -144,6 +144,13 @@ int main(int argc, char **argv)
 	bn_log_set_level(cfg.log_level);
 	bd.cfg = cfg;
 	bd.cpu_features = bn_cpu_features();
+	const char *off = getenv("BITNET_CPU_DISABLE");
+	uint64_t offmask;
+	if (off && bn_cpu_features_parse(off, &offmask))
+		bn_log(BN_LOG_WARNING, "BITNET_CPU_DISABLE='%s' is not a list of feature names; ignored",
+		       off);
+	else if (off)
+		bn_log(BN_LOG_INFO, "BITNET_CPU_DISABLE='%s': running as if the CPU lacked these", off);
 	char feat[512];
 	bn_log(BN_LOG_INFO, "bitnetd %s starting; CPU features: %s", PACKAGE_VERSION,
 	       bn_cpu_features_str(bd.cpu_features, feat, sizeof(feat)));

@@ -1,5 +1,6 @@
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bitnet/kernel.h"
@@ -91,6 +92,13 @@ uint64_t bn_cpu_features(void)
 	static int done;
 	if (!done) {
 		cached = detect();
+		/* BITNET_CPU_DISABLE=amxint8,avx512vnni...: run as if the CPU lacked these (A/B
+		 * benchmarks, or a path suspected of trouble); unknown names are ignored here and
+		 * reported by the tools that read the variable. */
+		const char *off = getenv("BITNET_CPU_DISABLE");
+		uint64_t mask = 0;
+		if (off && bn_cpu_features_parse(off, &mask) == 0)
+			cached &= ~mask;
 		done = 1;
 	}
 	return cached;

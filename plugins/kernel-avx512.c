@@ -85,6 +85,18 @@ ALWAYS_INLINE __m512i cvt_epi32(__m512 v)   /* integral f32 -> int32, exact */
 #endif
 }
 
+ALWAYS_INLINE __m512i srav_epi32(__m512i v, __m512i n)
+{
+#ifdef BN_SIMDE
+	return _mm512_inserti64x4(
+		_mm512_castsi256_si512(_mm256_srav_epi32(_mm512_castsi512_si256(v),
+		                                         _mm512_castsi512_si256(n))),
+		_mm256_srav_epi32(_mm512_extracti64x4_epi64(v, 1), _mm512_extracti64x4_epi64(n, 1)), 1);
+#else
+	return _mm512_srav_epi32(v, n);
+#endif
+}
+
 ALWAYS_INLINE int32_t hsum_epi32(__m512i v)
 {
 	__m256i h = _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
@@ -199,6 +211,49 @@ ALWAYS_INLINE void decode_block(const struct tdec *d, const uint8_t *blk, __m512
 	*c23 = _mm512_and_si512(_mm512_srlv_epi16(v, d->sh23), d->m3);
 }
 
+/* VNNI decode without shifts (port 0 runs VPDPBUSD; the shifts would compete for it): the
+ * fields stay in place, so the low half of c01 holds 64 * code of field 0, the high half
+ * 16 * code of field 1, c23 4 * code of field 2 and code of field 3 (code 3 -> 1 first, as
+ * in decode_block). A lane's products all carry one factor, so its sum is that factor times
+ * the true sum, undone exactly by unscale(). |lane| <= 64 * 2 * 128 * 4 * (k / 128) = 512 k:
+ * the callers keep k below SCALED_KMAX. */
+#define SCALED_KMAX ((size_t)1 << 22)
+
+struct tdec_sc {
+	__m512i m01, m23, aa, sh01, sh23;
+};
+
+ALWAYS_INLINE struct tdec_sc tdec_sc_init(void)
+{
+	struct tdec_sc d;
+	d.m01 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi8((char)0xc0)),
+	                           _mm256_set1_epi8(0x30), 1);
+	d.m23 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi8(0x0c)),
+	                           _mm256_set1_epi8(0x03), 1);
+	d.aa = _mm512_set1_epi8((char)0xaa);
+	d.sh01 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(6)),
+	                            _mm256_set1_epi32(4), 1);
+	d.sh23 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(2)),
+	                            _mm256_set1_epi32(0), 1);
+	return d;
+}
+
+ALWAYS_INLINE void decode_block_sc(const struct tdec_sc *d, const uint8_t *blk, __m512i *c01,
+                                   __m512i *c23)
+{
+	__m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)blk));
+	v = _mm512_ternarylogic_epi32(v, _mm512_add_epi16(v, v), d->aa, 0x70);   /* v << 1 */
+	*c01 = _mm512_and_si512(v, d->m01);
+	*c23 = _mm512_and_si512(v, d->m23);
+}
+
+/* The true sums of the c01 and c23 accumulators, lane by lane (exact: every lane is a
+ * multiple of its factor). */
+ALWAYS_INLINE __m512i unscale(const struct tdec_sc *d, __m512i acc01, __m512i acc23)
+{
+	return _mm512_add_epi32(srav_epi32(acc01, d->sh01), srav_epi32(acc23, d->sh23));
+}
+
 /* One block's code*q contribution added to 16 int32 lanes.
  * VNNI: vpdpbusd adds four u8*s8 products to each int32 lane without saturation.
  * Otherwise maddubs: each int16 lane is a pair sum in [-512, 508] (codes 0..2, q -128..127),
@@ -253,21 +308,28 @@ ALWAYS_INLINE void gemv_rows4(const uint8_t *w, size_t k, size_t r, size_t r1, c
 	out[3] = hsum_epi32(a3);
 }
 
-/* One weight row against na (<= 4) activation rows: each decoded block is used na times. */
+/* One weight row against na (<= 4) activation rows: each decoded block is used na times.
+ * pf (or NULL): a later row, fetched line by line meanwhile. */
 ALWAYS_INLINE void gemm_row_acts(const uint8_t *wr, size_t k, const int8_t *q, size_t na,
-                                 int32_t *out, int vnni)
+                                 int32_t *out, int vnni, const uint8_t *pf)
 {
 	const struct tdec d = tdec_init();
-	/* VNNI: separate accumulators for the two halves of a block, so that no accumulator
-	 * waits on the previous VPDPBUSD of the same iteration (latency, not throughput, would
-	 * bound the loop otherwise). Integer sums: the split changes nothing. */
+	const struct tdec_sc ds = tdec_sc_init();
+	/* VNNI: separate accumulators for the two halves of a block (they carry different
+	 * factors, and no accumulator waits on the previous VPDPBUSD of the same iteration) */
 	__m512i acc[4], acc2[4];
 	for (size_t a = 0; a < 4; a++)
 		acc[a] = acc2[a] = _mm512_setzero_si512();
 	size_t rb = k / 4;
+	const int scaled = vnni && k < SCALED_KMAX;
 	for (size_t o = 0; o < rb; o += BN_I2S_BLOCK_BYTES) {
 		__m512i c01, c23;
-		decode_block(&d, wr + o, &c01, &c23);
+		if (pf && !(o & 32))
+			_mm_prefetch((const char *)(pf + o), _MM_HINT_T0);
+		if (scaled)
+			decode_block_sc(&ds, wr + o, &c01, &c23);
+		else
+			decode_block(&d, wr + o, &c01, &c23);
 #pragma GCC unroll 4
 		for (size_t a = 0; a < na; a++) {
 			const int8_t *qb = q + a * k + o * 4;
@@ -282,8 +344,80 @@ ALWAYS_INLINE void gemm_row_acts(const uint8_t *wr, size_t k, const int8_t *q, s
 	}
 #pragma GCC unroll 4
 	for (size_t a = 0; a < na; a++)
-		out[a] = hsum_epi32(_mm512_add_epi32(acc[a], acc2[a]));
+		out[a] = hsum_epi32(scaled ? unscale(&ds, acc[a], acc2[a])
+		                           : _mm512_add_epi32(acc[a], acc2[a]));
 }
+
+/* acc += VPDPBUSD(u, s) in place. GCC 12 treats the intrinsic as a three-operand
+ * operation and, with many live accumulators, copies each one to a scratch register and
+ * back around every VPDPBUSD; the asm form ties the accumulator to its register. */
+#ifdef BN_SIMDE
+#define DPBUSD(acc, u, s) ((acc) = _mm512_dpbusd_epi32((acc), (u), (s)))
+#else
+#define DPBUSD(acc, u, s) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u), "v"(s))
+#endif
+
+/* Two weight rows against na (<= 4) activation rows, VNNI with scaled decode (k below
+ * SCALED_KMAX): every q load serves both rows, so a block costs 8 VPDPBUSD per row pair and
+ * about half a load each. 16 accumulators ([row][act][half]), 4 decoded vectors, q and 3
+ * constants fit the 32 registers. pf (or NULL): later rows, fetched meanwhile. */
+ALWAYS_INLINE void gemm_rows2_body(const uint8_t *w0, size_t k, const int8_t *q, size_t na,
+                                   int32_t out[2][4], const uint8_t *pf)
+{
+	const struct tdec_sc ds = tdec_sc_init();
+	/* named accumulators: sA_B_H = row A, activation B, block half H (GCC keeps these in
+	 * registers; an array of them it spilled) */
+	__m512i z = _mm512_setzero_si512();
+	__m512i s000 = z, s001 = z, s010 = z, s011 = z, s020 = z, s021 = z, s030 = z, s031 = z;
+	__m512i s100 = z, s101 = z, s110 = z, s111 = z, s120 = z, s121 = z, s130 = z, s131 = z;
+	size_t rb = k / 4;
+	const uint8_t *w1 = w0 + rb;
+	const int8_t *q0 = q, *q1 = q + k, *q2 = q + 2 * k, *q3 = q + 3 * k;
+#define R2_ACT(qa, S0L, S0H, S1L, S1H)                                                \
+	do {                                                                          \
+		__m512i ql = _mm512_loadu_si512((const void *)((qa) + 4 * o));            \
+		__m512i qh = _mm512_loadu_si512((const void *)((qa) + 4 * o + 64));       \
+		DPBUSD(S0L, a01, ql);                                                     \
+		DPBUSD(S1L, b01, ql);                                                     \
+		DPBUSD(S0H, a23, qh);                                                     \
+		DPBUSD(S1H, b23, qh);                                                     \
+	} while (0)
+	for (size_t o = 0; o < rb; o += BN_I2S_BLOCK_BYTES) {
+		__m512i a01, a23, b01, b23;   /* rows 0 and 1 decoded */
+		if (pf)
+			_mm_prefetch((const char *)(pf + 2 * o), _MM_HINT_T0);
+		decode_block_sc(&ds, w0 + o, &a01, &a23);
+		decode_block_sc(&ds, w1 + o, &b01, &b23);
+		R2_ACT(q0, s000, s001, s100, s101);
+		R2_ACT(q1, s010, s011, s110, s111);
+		if (na > 2)
+			R2_ACT(q2, s020, s021, s120, s121);
+		if (na > 3)
+			R2_ACT(q3, s030, s031, s130, s131);
+	}
+#undef R2_ACT
+	out[0][0] = hsum_epi32(unscale(&ds, s000, s001));
+	out[0][1] = hsum_epi32(unscale(&ds, s010, s011));
+	out[0][2] = hsum_epi32(unscale(&ds, s020, s021));
+	out[0][3] = hsum_epi32(unscale(&ds, s030, s031));
+	out[1][0] = hsum_epi32(unscale(&ds, s100, s101));
+	out[1][1] = hsum_epi32(unscale(&ds, s110, s111));
+	out[1][2] = hsum_epi32(unscale(&ds, s120, s121));
+	out[1][3] = hsum_epi32(unscale(&ds, s130, s131));
+}
+
+/* One function per activation count: constant counts leave GCC no conditional
+ * accumulators to shuffle between registers. */
+#define ROWS2_FN(n)                                                                       \
+	static __attribute__((noinline)) void gemm_rows2_acts##n(                             \
+		const uint8_t *w0, size_t k, const int8_t *q, int32_t out[2][4], const uint8_t *pf) \
+	{                                                                                     \
+		gemm_rows2_body(w0, k, q, n, out, pf);                                            \
+	}
+ROWS2_FN(2)
+ROWS2_FN(3)
+ROWS2_FN(4)
+#undef ROWS2_FN
 
 /* m > 1 (prefill): a real GEMM. A panel of four weight rows is decoded once into a small
  * buffer of codes (one byte per weight, element order, 0..2) that stays in L1 while every
@@ -595,7 +729,7 @@ ALWAYS_INLINE void ternary_body(const uint8_t *w, size_t k, size_t r0, size_t r1
 				y[r + t] = epilogue(acc[t], qsum[0], qscale[0], wscale);
 		}
 		for (; r < r1; r++) {
-			gemm_row_acts(w + r * rb, k, q, 1, acc, vnni);
+			gemm_row_acts(w + r * rb, k, q, 1, acc, vnni, NULL);
 			y[r] = epilogue(acc[0], qsum[0], qscale[0], wscale);
 		}
 		return;
@@ -604,14 +738,32 @@ ALWAYS_INLINE void ternary_body(const uint8_t *w, size_t k, size_t r0, size_t r1
 		/* a few sequences decoding together: decode each block in registers once and use it
 		 * for every activation row (a panel would be reused too little) */
 		int32_t acc[4];   /* [m] */
-		for (size_t r = r0; r < r1; r++) {
+		size_t r = r0;
+		if (vnni && k < SCALED_KMAX)
+			for (; r + 2 <= r1; r += 2) {
+				int32_t acc2[2][4];   /* [row][m] */
+				/* the next pair streams in meanwhile (never past r1) */
+				const uint8_t *pf = r + 4 <= r1 ? w + (r + 2) * rb : NULL;
+				if (m == 4)
+					gemm_rows2_acts4(w + r * rb, k, q, acc2, pf);
+				else if (m == 3)
+					gemm_rows2_acts3(w + r * rb, k, q, acc2, pf);
+				else
+					gemm_rows2_acts2(w + r * rb, k, q, acc2, pf);
+				for (size_t t = 0; t < 2; t++)
+					for (size_t a = 0; a < m; a++)
+						y[a * ldy + r + t] = epilogue(acc2[t][a], qsum[a], qscale[a], wscale);
+			}
+		for (; r < r1; r++) {
+			/* the row after next streams in meanwhile (never past r1) */
+			const uint8_t *pf = r + 2 < r1 ? w + (r + 2) * rb : NULL;
 			/* a constant row count per call keeps the accumulators in registers */
 			if (m == 4)
-				gemm_row_acts(w + r * rb, k, q, 4, acc, vnni);
+				gemm_row_acts(w + r * rb, k, q, 4, acc, vnni, pf);
 			else if (m == 3)
-				gemm_row_acts(w + r * rb, k, q, 3, acc, vnni);
+				gemm_row_acts(w + r * rb, k, q, 3, acc, vnni, pf);
 			else
-				gemm_row_acts(w + r * rb, k, q, 2, acc, vnni);
+				gemm_row_acts(w + r * rb, k, q, 2, acc, vnni, pf);
 			for (size_t a = 0; a < m; a++)
 				y[a * ldy + r] = epilogue(acc[a], qsum[a], qscale[a], wscale);
 		}

@@ -88,6 +88,13 @@ int tool_engine_open(const char *verb, const struct tool_engine_opts *o, struct 
 		tool_error(verb, "--model is required");
 		return 2;
 	}
+	const char *off = getenv("BITNET_CPU_DISABLE");
+	uint64_t offmask;
+	if (off && bn_cpu_features_parse(off, &offmask)) {
+		tool_error(verb, "BITNET_CPU_DISABLE='%s': not a list of feature names (see bitnet kernels)",
+		           off);
+		return 2;
+	}
 	struct bn_model_opts mo = { .mlock = o->mlock, .rescale_gamma = o->rescale_gamma,
 	                            .strict = o->strict, .gate = o->gate, .policy = o->policy };
 	if (bn_model_load(&e->model, o->model, &mo, &err))
