@@ -215,8 +215,9 @@ ALWAYS_INLINE void decode_block(const struct tdec *d, const uint8_t *blk, __m512
  * fields stay in place, so the low half of c01 holds 64 * code of field 0, the high half
  * 16 * code of field 1, c23 4 * code of field 2 and code of field 3 (code 3 -> 1 first, as
  * in decode_block). A lane's products all carry one factor, so its sum is that factor times
- * the true sum, undone exactly by unscale(). |lane| <= 64 * 2 * 128 * 4 * (k / 128) = 512 k:
- * the callers keep k below SCALED_KMAX. */
+ * the true sum, undone exactly by unscale(). A lane adds k / 128 VPDPBUSD results of four
+ * products in [-128 * 128, 128 * 127]: at most 512 k in magnitude, -2^31 at worst for
+ * k = 2^22, which int32 holds; the callers keep k <= SCALED_KMAX. */
 #define SCALED_KMAX ((size_t)1 << 22)
 
 struct tdec_sc {
@@ -321,7 +322,7 @@ ALWAYS_INLINE void gemm_row_acts(const uint8_t *wr, size_t k, const int8_t *q, s
 	for (size_t a = 0; a < 4; a++)
 		acc[a] = acc2[a] = _mm512_setzero_si512();
 	size_t rb = k / 4;
-	const int scaled = vnni && k < SCALED_KMAX;
+	const int scaled = vnni && k <= SCALED_KMAX;
 	for (size_t o = 0; o < rb; o += BN_I2S_BLOCK_BYTES) {
 		__m512i c01, c23;
 		if (pf && !(o & 32))
@@ -357,7 +358,7 @@ ALWAYS_INLINE void gemm_row_acts(const uint8_t *wr, size_t k, const int8_t *q, s
 #define DPBUSD(acc, u, s) __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u), "v"(s))
 #endif
 
-/* Two weight rows against na (<= 4) activation rows, VNNI with scaled decode (k below
+/* Two weight rows against na (<= 4) activation rows, VNNI with scaled decode (k up to
  * SCALED_KMAX): every q load serves both rows, so a block costs 8 VPDPBUSD per row pair and
  * about half a load each. 16 accumulators ([row][act][half]), 4 decoded vectors, q and 3
  * constants fit the 32 registers. pf (or NULL): later rows, fetched meanwhile. */
@@ -739,7 +740,7 @@ ALWAYS_INLINE void ternary_body(const uint8_t *w, size_t k, size_t r0, size_t r1
 		 * for every activation row (a panel would be reused too little) */
 		int32_t acc[4];   /* [m] */
 		size_t r = r0;
-		if (vnni && k < SCALED_KMAX)
+		if (vnni && k <= SCALED_KMAX)
 			for (; r + 2 <= r1; r += 2) {
 				int32_t acc2[2][4];   /* [row][m] */
 				/* the next pair streams in meanwhile (never past r1) */

@@ -131,7 +131,8 @@ static void pc_quantize(struct pc_ctx *c)
 
 /* ---- ternary_gemm ---------------------------------------------------------------- */
 
-enum { TK_RANDOM, TK_EXTREME_NEG, TK_EXTREME_POS, TK_ZERO_ROWS };
+enum { TK_RANDOM, TK_EXTREME_NEG, TK_EXTREME_POS, TK_ZERO_ROWS, TK_MAX_NEG };
+/* TK_MAX_NEG: every code 2 and every q -128, the largest magnitude a sum can reach */
 
 /* Weight rows [r0, r0 + rows) of a matrix with two more rows after them, y rows one wider. */
 static void pc_ternary_case_at(struct pc_ctx *c, size_t k, size_t r0, size_t rows, size_t m,
@@ -150,12 +151,15 @@ static void pc_ternary_case_at(struct pc_ctx *c, size_t k, size_t r0, size_t row
 	if (kind == TK_EXTREME_NEG || kind == TK_EXTREME_POS)
 		for (size_t i = 0; i < total * rb; i++)   /* codes 2 (or 3 sometimes) everywhere */
 			w[i] = (pc_u64(c) & 7) ? 0xaa : (uint8_t)(0xaa | (pc_u64(c) & 0x55));
+	if (kind == TK_MAX_NEG)
+		memset(w, 0xaa, total * rb);
 	for (size_t i = 0; i < m; i++) {
 		int32_t s = 0;
 		for (size_t j = 0; j < k; j++) {
 			int8_t v;
 			switch (kind) {
-			case TK_EXTREME_NEG: v = -128; break;
+			case TK_EXTREME_NEG:
+			case TK_MAX_NEG: v = -128; break;
 			case TK_EXTREME_POS: v = 127; break;
 			case TK_ZERO_ROWS: v = (i & 1) ? 0 : (int8_t)pc_u64(c); break;
 			default: v = (int8_t)pc_u64(c); break;
@@ -242,6 +246,10 @@ static void pc_ternary(struct pc_ctx *c)
 	}
 	pc_ternary_case(c, 32768, 2, 4, TK_EXTREME_NEG);   /* int16 stage must not overflow */
 	pc_ternary_case(c, 32768, 5, 1, TK_EXTREME_POS);
+	/* few-sequence VNNI paths keep fields in place (products scaled by up to 64) up to
+	 * k = 2^22, where a lane reaches -2^31, and fall back above: both sides of the edge */
+	pc_ternary_case(c, (size_t)1 << 22, 2, 2, TK_MAX_NEG);
+	pc_ternary_case(c, ((size_t)1 << 22) + 128, 2, 2, TK_MAX_NEG);
 	pc_ternary_prefill(c);
 }
 
