@@ -25,6 +25,7 @@ struct bd_config {
 	uint32_t threads;            /* 0: one per physical core */
 	char cpus[256];              /* auto or a list "0-3,8" */
 	bool smt, mlock;
+	char numa[12];               /* off | interleave | bind: NUMA placement of the weights */
 	/* [server] */
 	uint32_t max_queue;          /* requests waiting behind the running one */
 	uint32_t max_prompt_bytes;

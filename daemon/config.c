@@ -64,6 +64,9 @@ static const struct key keys[] = {
 	  "also use SMT (hyper-thread) siblings" },
 	{ "engine", "mlock", K_BOOL, OFF(mlock), 0, 0, 0, NULL, "false",
 	  "lock the model's weights in memory" },
+	{ "engine", "numa", K_ENUM, OFF(numa), SZ(numa), 0, 0, "off interleave bind", "off",
+	  "NUMA placement of the weights: interleave over, or bind to, the workers' nodes (off "
+	  "leaves pages where they are)" },
 	{ "server", "max_queue", K_UINT, OFF(max_queue), 0, 0, 4096, NULL, "16",
 	  "requests that may wait behind the running one; more get Busy" },
 	{ "server", "max_prompt_bytes", K_UINT, OFF(max_prompt_bytes), 0, 1, 64u << 20, NULL, "1048576",

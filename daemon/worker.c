@@ -156,6 +156,15 @@ static int engine_load(const struct bd_config *c, bool *model_changed, struct bn
 		if ((rc = bn_pool_new(&p, &po, err)))
 			goto fail;
 	}
+	if (strcmp(c->numa, "off") &&
+	    (first || m != w_model || p != w_pool || strcmp(c->numa, w_cfg.numa))) {
+		enum bn_numa nm = BN_NUMA_OFF;
+		bn_numa_parse(c->numa, &nm);   /* the config check allowed only valid names */
+		const struct bn_gguf *g = bn_model_gguf(m->model);
+		bd_notify("STATUS=Placing the weights on NUMA nodes (%s)", c->numa);
+		if ((rc = bn_pool_place(p, g->base, g->size, nm, err)))
+			goto fail;
+	}
 	if (first || m != w_model || c->context != w_cfg.context) {
 		struct bn_ctx_opts co = { .n_ctx = c->context, .n_seq = 1, .n_batch = 0 };
 		if ((rc = bn_ctx_new(&ctx, m->model, k, p, &co, err)))

@@ -321,3 +321,67 @@ void bn_pool_split(size_t total, size_t align, unsigned i, unsigned n, size_t *l
 	*lo = a * align < total ? a * align : total;
 	*hi = b * align < total ? b * align : total;
 }
+
+int bn_numa_parse(const char *s, enum bn_numa *out)
+{
+	static const char *const names[] = { "off", "interleave", "bind" };
+	for (int i = 0; i < 3; i++)
+		if (!strcmp(s, names[i])) {
+			*out = (enum bn_numa)i;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+const char *bn_numa_name(enum bn_numa mode)
+{
+	return mode == BN_NUMA_INTERLEAVE ? "interleave" : mode == BN_NUMA_BIND ? "bind" : "off";
+}
+
+int bn_pool_place(struct bn_pool *p, const void *addr, size_t len, enum bn_numa mode,
+                  struct bn_error *err)
+{
+	if (mode == BN_NUMA_OFF || !len)
+		return 0;
+	int rc = 0;
+	hwloc_bitmap_t cpus = hwloc_bitmap_alloc(), nodes = hwloc_bitmap_alloc();
+	if (!cpus || !nodes) {
+		rc = bn_err_set(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	for (unsigned i = 0; i < p->n; i++)
+		hwloc_bitmap_set(cpus, (unsigned)p->pu[i]);
+	hwloc_cpuset_to_nodeset(p->topo, cpus, nodes);
+	char list[128];
+	hwloc_bitmap_list_snprintf(list, sizeof(list), nodes);
+	hwloc_membind_policy_t pol = mode == BN_NUMA_INTERLEAVE ? HWLOC_MEMBIND_INTERLEAVE
+	                                                        : HWLOC_MEMBIND_BIND;
+	size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+	uintptr_t a = (uintptr_t)addr & ~(uintptr_t)(pg - 1);
+	size_t l = (len + ((uintptr_t)addr - a) + pg - 1) & ~(pg - 1);
+	if (hwloc_set_area_membind(p->topo, (const void *)a, l, nodes, pol,
+	                           HWLOC_MEMBIND_BYNODESET | HWLOC_MEMBIND_MIGRATE)) {
+		rc = bn_err_set(err, -errno, "numa = %s: cannot place the weights on NUMA node %s: %s",
+		                bn_numa_name(mode), list, strerror(errno));
+		goto out;
+	}
+	/* pages not yet in the page cache: fault them in under the same policy (this thread's,
+	 * restored afterwards) */
+	if (hwloc_set_membind(p->topo, nodes, pol, HWLOC_MEMBIND_THREAD | HWLOC_MEMBIND_BYNODESET)) {
+		rc = bn_err_set(err, -errno, "numa = %s: cannot set the thread's memory policy: %s",
+		                bn_numa_name(mode), strerror(errno));
+		goto out;
+	}
+	volatile unsigned char sink = 0;
+	for (size_t o = 0; o < l; o += pg)
+		sink ^= *(const volatile unsigned char *)(a + o);
+	(void)sink;
+	hwloc_set_membind(p->topo, hwloc_topology_get_complete_nodeset(p->topo),
+	                  HWLOC_MEMBIND_DEFAULT, HWLOC_MEMBIND_THREAD | HWLOC_MEMBIND_BYNODESET);
+	bn_log(BN_LOG_INFO, "numa = %s: %.1f MB of weights on NUMA node%s %s", bn_numa_name(mode),
+	       (double)l / 1e6, hwloc_bitmap_weight(nodes) > 1 ? "s" : "", list);
+out:
+	hwloc_bitmap_free(cpus);
+	hwloc_bitmap_free(nodes);
+	return rc;
+}

@@ -5,6 +5,7 @@
 #define BN_POOL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "error.h"
 
@@ -27,6 +28,17 @@ unsigned bn_pool_size(const struct bn_pool *p);
 const char *bn_pool_cpus(const struct bn_pool *p);
 /* Runs fn(arg, i, n) on every worker i (the caller is worker 0) and waits for all. */
 void bn_pool_run(struct bn_pool *p, bn_pool_fn fn, void *arg);
+/* NUMA placement of the mapped weights (config `numa`). */
+enum bn_numa { BN_NUMA_OFF, BN_NUMA_INTERLEAVE, BN_NUMA_BIND };
+int bn_numa_parse(const char *s, enum bn_numa *out);   /* "off", "interleave", "bind" */
+const char *bn_numa_name(enum bn_numa mode);
+/* Puts the pages of [addr, addr + len) (a read-only file mapping) on the NUMA nodes of the
+ * pool's CPUs, interleaved page by page or bound to them: the range's policy is set and its
+ * resident pages migrated (those only this process maps), then every page is faulted in
+ * under the same policy, since page-cache pages are placed by the faulting thread's policy
+ * and not the mapping's. BN_NUMA_OFF: nothing. Logs what it did. */
+int bn_pool_place(struct bn_pool *p, const void *addr, size_t len, enum bn_numa mode,
+                  struct bn_error *err);
 /* Splits [0, total) into n parts aligned to `align`: part i is [*lo, *hi). */
 void bn_pool_split(size_t total, size_t align, unsigned i, unsigned n, size_t *lo, size_t *hi);
 

@@ -6,9 +6,12 @@
 #include <errno.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "error.h"
 #include "pool.h"
@@ -107,6 +110,77 @@ START_TEST(test_cpus)
 }
 END_TEST
 
+/* The numa_maps line of the mapping that starts at addr, or "" (file unreadable). */
+static void numa_line(const void *addr, char *out, size_t len)
+{
+	out[0] = '\0';
+	FILE *f = fopen("/proc/self/numa_maps", "r");
+	if (!f)
+		return;
+	char line[1024], want[32];
+	snprintf(want, sizeof(want), "%lx ", (unsigned long)(uintptr_t)addr);
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, want, strlen(want))) {
+			snprintf(out, len, "%s", line);
+			break;
+		}
+	fclose(f);
+}
+
+/* numa = interleave / bind on a read-only file mapping: the range gets the policy on the
+ * workers' nodes (node 0 on a one-node machine) and every page is resident afterwards. */
+START_TEST(test_numa)
+{
+	enum bn_numa m;
+	ck_assert_int_eq(bn_numa_parse("interleave", &m), 0);
+	ck_assert_int_eq(m, BN_NUMA_INTERLEAVE);
+	ck_assert_int_eq(bn_numa_parse("bind", &m), 0);
+	ck_assert_int_eq(bn_numa_parse("off", &m), 0);
+	ck_assert_int_eq(bn_numa_parse("on", &m), -EINVAL);
+	ck_assert_str_eq(bn_numa_name(BN_NUMA_INTERLEAVE), "interleave");
+
+	char path[] = "/tmp/check_pool_numa.XXXXXX";
+	int fd = mkstemp(path);
+	ck_assert_int_ge(fd, 0);
+	unlink(path);
+	size_t len = (size_t)64 << 20;
+	ck_assert_int_eq(ftruncate(fd, (off_t)len), 0);
+	const unsigned char *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+	ck_assert_ptr_ne(map, MAP_FAILED);
+	close(fd);
+
+	struct bn_pool *p;
+	struct bn_error err = { 0 };
+	ck_assert_int_eq(bn_pool_new(&p, NULL, &err), 0);
+	char line[1024];
+	numa_line(map, line, sizeof(line));
+	if (!line[0]) {
+		bn_pool_free(p);
+		munmap((void *)map, len);
+		printf("note: /proc/self/numa_maps has no line for the mapping: placement unchecked\n");
+		return;
+	}
+	ck_assert_msg(!strstr(line, "interleave"), "policy before placement: %s", line);
+	ck_assert_int_eq(bn_pool_place(p, map, len, BN_NUMA_OFF, &err), 0);
+	numa_line(map, line, sizeof(line));
+	ck_assert_msg(strstr(line, "default"), "numa = off changed the policy: %s", line);
+
+	ck_assert_msg(bn_pool_place(p, map, len, BN_NUMA_INTERLEAVE, &err) == 0, "%s", err.msg);
+	numa_line(map, line, sizeof(line));
+	ck_assert_msg(strstr(line, "interleave:"), "after interleave: %s", line);
+	char mapped[32];
+	snprintf(mapped, sizeof(mapped), "mapped=%zu ", len / (size_t)sysconf(_SC_PAGESIZE));
+	ck_assert_msg(strstr(line, mapped), "not every page resident (%s): %s", mapped, line);
+
+	ck_assert_msg(bn_pool_place(p, map, len, BN_NUMA_BIND, &err) == 0, "%s", err.msg);
+	numa_line(map, line, sizeof(line));
+	/* hwloc asks for MPOL_PREFERRED_MANY where the kernel has it (bind without STRICT) */
+	ck_assert_msg(strstr(line, "bind:") || strstr(line, "prefer"), "after bind: %s", line);
+	bn_pool_free(p);
+	munmap((void *)map, len);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("pool");
@@ -115,6 +189,7 @@ int main(void)
 	tcase_add_test(tc, test_dispatch);
 	tcase_add_test(tc, test_split);
 	tcase_add_test(tc, test_cpus);
+	tcase_add_test(tc, test_numa);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -4,9 +4,13 @@
 . "${top_srcdir:-$(dirname "$0")/..}/tests/daemon-lib.sh"
 need_dbus
 make_model
-write_config "$T/bitnetd.conf"
+# numa = interleave changes where pages live, never a result (checked against bitnet run)
+write_config "$T/bitnetd.conf" "[engine]" "numa = interleave"
 start_bus
 start_daemon "$T/bitnetd.conf"
+grep -q "numa = interleave: .* MB of weights on NUMA node" "$T/daemon.log" ||
+	fail "no numa placement in the log: $(cat "$T/daemon.log")"
+ok "numa = interleave placed the weights"
 
 PROMPT="The quick brown fox"
 N=24

@@ -165,9 +165,10 @@ int cmd_bench(int argc, char **argv)
 	}
 	for (uint32_t i = 0; i < B; i++)
 		tok[i] = (int32_t)((i * 7919u + 13u) % V);
-	fprintf(stderr, "bitnet bench: %s, %s, plugin %s (%s), %u threads on CPU %s\n",
+	fprintf(stderr, "bitnet bench: %s, %s, plugin %s (%s), %u threads on CPU %s%s%s\n",
 	        bn_model_path(e.model), bn_model_weight_type(e.model), e.kernel->info.name,
-	        e.kernel->variant, bn_pool_size(e.pool), bn_pool_cpus(e.pool));
+	        e.kernel->variant, bn_pool_size(e.pool), bn_pool_cpus(e.pool),
+	        eo.numa ? ", numa " : "", eo.numa ? bn_numa_name((enum bn_numa)eo.numa) : "");
 	for (unsigned long rep = 0; rep <= reps && !rc; rep++) {   /* rep 0 is the warm-up */
 		if (np) {
 			bn_ctx_seq_clear(e.ctx, 0);

@@ -6,6 +6,7 @@
 #include "cpu.h"
 #include "engine.h"
 #include "error.h"
+#include "gguf.h"
 #include "kernels.h"
 #include "log.h"
 #include "norms.h"
@@ -76,6 +77,15 @@ int tool_engine_opt(const char *verb, struct tool_engine_opts *o, int c, const c
 	case 1009:
 		o->policy = arg;
 		return 1;
+	case 1010: {
+		enum bn_numa n;
+		if (bn_numa_parse(arg, &n)) {
+			tool_error(verb, "--numa '%s': expected off, interleave or bind", arg);
+			return -1;
+		}
+		o->numa = (int)n;
+		return 1;
+	}
 	}
 	return 0;
 }
@@ -113,6 +123,9 @@ int tool_engine_open(const char *verb, const struct tool_engine_opts *o, struct 
 	po.cpus = o->cpus;
 	po.smt = o->smt;
 	if (bn_pool_new(&e->pool, &po, &err))
+		goto fail;
+	const struct bn_gguf *g = bn_model_gguf(e->model);
+	if (bn_pool_place(e->pool, g->base, g->size, (enum bn_numa)o->numa, &err))
 		goto fail;
 	struct bn_ctx_opts co = { .n_ctx = o->n_ctx, .n_seq = o->n_seq, .n_batch = o->n_batch };
 	if (bn_ctx_new(&e->ctx, e->model, e->kernel, e->pool, &co, &err))

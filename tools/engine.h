@@ -18,6 +18,7 @@ struct tool_engine_opts {
 	bool strict, rescale_gamma, mlock;
 	int gate;                  /* enum bn_gate */
 	const char *policy;
+	int numa;                  /* enum bn_numa */
 };
 
 struct tool_engine {
@@ -41,7 +42,8 @@ struct tool_engine {
 	{ "smt", no_argument, NULL, 1006 }, \
 	{ "mlock", no_argument, NULL, 1007 }, \
 	{ "gate", required_argument, NULL, 1008 }, \
-	{ "policy", required_argument, NULL, 1009 }
+	{ "policy", required_argument, NULL, 1009 }, \
+	{ "numa", required_argument, NULL, 1010 }
 
 void tool_engine_opts_init(struct tool_engine_opts *o);
 /* Handles options 'm', 't' and 1000..1099; returns 1 if handled, 0 if not, -1 on a bad value. */
