@@ -2,7 +2,7 @@
  *
  *   bench/bench-kernels [--runs N] [--threads-only 1|2] [--m M] [plugin ...]
  *
- * Ternary GEMV (m = 1, or M activation rows: M sequences decoding together) over the 2B-4T projection shapes of 30 distinct layers (~520 MB of
+ * Ternary GEMV and LM head (m = 1, or M activation rows: M sequences decoding together) over the 2B-4T projection shapes of 30 distinct layers (~520 MB of
  * I2_S weights, far beyond the caches, cycled like decode does) and the F16 LM head
  * (2560 x 128256, 657 MB), per plugin, one thread and two threads (each half of every
  * matrix's rows, a barrier per matrix as in the engine's pool). Read bandwidth: an AVX2
@@ -50,8 +50,8 @@ static int8_t *q_pp;           /* [PP_M][FFN] int8 activations for the prefill G
 static float *y_pp;            /* [PP_M][FFN] f32 prefill outputs */
 static float pp_scale[PP_M];   /* [PP_M] */
 static int32_t pp_sum[PP_M];   /* [PP_M] */
-static uint16_t x16[HIDDEN];   /* [HIDDEN] f16 activation */
-static float y_out[2][VOCAB];  /* [thread][rows] */
+static uint16_t x16[TG_MMAX * HIDDEN];   /* [m][HIDDEN] f16 activations */
+static float y_out[TG_MMAX][VOCAB];   /* [m][rows] */
 
 static double now(void)
 {
@@ -154,7 +154,7 @@ static void run_job(struct worker *wk)
 	}
 	size_t half = (VOCAB / (size_t)nt + 3) & ~(size_t)3;
 	size_t r0 = half * (size_t)id, r1 = id == nt - 1 ? VOCAB : r0 + half;
-	wk->ops->f16_gemm(lm_head, HIDDEN, r0, r1, x16, 1, y_out[0], VOCAB);
+	wk->ops->f16_gemm(lm_head, HIDDEN, r0, r1, x16, tg_m, y_out[0], VOCAB);
 }
 
 static void *worker_main(void *arg)
@@ -283,7 +283,8 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < PP_M; i++)
 		pp_scale[i] = 1.0f;
 	for (size_t i = 0; i < HIDDEN; i++)
-		x16[i] = bn_f32_to_f16((float)((int)(i % 17) - 8) * 0.1f);
+		for (size_t a = 0; a < TG_MMAX; a++)
+			x16[a * HIDDEN + i] = bn_f32_to_f16((float)((int)((i + a) % 17) - 8) * 0.1f);
 
 	printf("ternary weights %.1f MB (%zu matrices), %zu activation row%s, LM head %.1f MB, "
 	       "%d runs (median)\n", ternary_bytes / 1e6, n_mats, tg_m, tg_m > 1 ? "s" : "",

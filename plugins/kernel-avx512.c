@@ -865,9 +865,75 @@ ALWAYS_INLINE void f16_tile(const uint16_t *w, size_t k, size_t r, size_t nr,
 			                     f16_tail(w + (r + t) * k, x + a * k, j, k);
 }
 
+/* 2 weight rows x 4 activation rows, the activations already in f32 (xf [4][k]): each
+ * weight conversion serves four activations and each activation load two rows. The dot
+ * products have f16_tile's structure exactly (two accumulators over the halves of each
+ * 32-element step, added, reduced, then the scalar tail), so the logits are the same bits.
+ * 16 accumulators and 4 converted weight vectors stay in registers. */
+ALWAYS_INLINE void f16_tile2x4(const uint16_t *w, size_t k, size_t r, const float *xf,
+                               const uint16_t *x, float *y, size_t ldy, const uint16_t *pf)
+{
+	__m512 z = _mm512_setzero_ps();
+	__m512 a00 = z, a01 = z, a10 = z, a11 = z, a20 = z, a21 = z, a30 = z, a31 = z;   /* row 0 */
+	__m512 b00 = z, b01 = z, b10 = z, b11 = z, b20 = z, b21 = z, b30 = z, b31 = z;   /* row 1 */
+	const uint16_t *w0 = w + r * k, *w1 = w0 + k;
+	const float *x0 = xf, *x1 = xf + k, *x2 = xf + 2 * k, *x3 = xf + 3 * k;
+	size_t j = 0;
+	for (; j + 32 <= k; j += 32) {
+		if (pf) {   /* the next two rows (2k elements) at twice this pace */
+			_mm_prefetch((const char *)(pf + 2 * j), _MM_HINT_T0);
+			_mm_prefetch((const char *)(pf + 2 * j + 32), _MM_HINT_T0);
+		}
+		__m512 u0 = load_h16(w0 + j), u1 = load_h16(w0 + j + 16);
+		__m512 v0 = load_h16(w1 + j), v1 = load_h16(w1 + j + 16);
+		__m512 p, q;
+#define F16_ACT(xa, A0, A1, B0, B1)                          \
+		p = _mm512_loadu_ps((xa) + j);                        \
+		q = _mm512_loadu_ps((xa) + j + 16);                   \
+		A0 = _mm512_fmadd_ps(u0, p, A0);                      \
+		A1 = _mm512_fmadd_ps(u1, q, A1);                      \
+		B0 = _mm512_fmadd_ps(v0, p, B0);                      \
+		B1 = _mm512_fmadd_ps(v1, q, B1);
+		F16_ACT(x0, a00, a01, b00, b01)
+		F16_ACT(x1, a10, a11, b10, b11)
+		F16_ACT(x2, a20, a21, b20, b21)
+		F16_ACT(x3, a30, a31, b30, b31)
+#undef F16_ACT
+	}
+	const __m512 acc[2][4][2] = { { { a00, a01 }, { a10, a11 }, { a20, a21 }, { a30, a31 } },
+	                              { { b00, b01 }, { b10, b11 }, { b20, b21 }, { b30, b31 } } };
+	for (size_t t = 0; t < 2; t++)
+		for (size_t a = 0; a < 4; a++)
+			y[a * ldy + r + t] = hsum_ps(_mm512_add_ps(acc[t][a][0], acc[t][a][1])) +
+			                     f16_tail(w + (r + t) * k, x + a * k, j, k);
+}
+
+#define F16_XF_MAX 8192   /* longest row whose four activations are converted up front */
+
 static void f16_gemm(const uint16_t *w, size_t k, size_t r0, size_t r1,
                      const uint16_t *x, size_t m, float *y, size_t ldy)
 {
+	size_t i0 = 0;
+	if (m >= 4 && k <= F16_XF_MAX && r1 - r0 >= 2) {
+		/* four activations at a time, converted once per call */
+		float xf[4 * F16_XF_MAX];   /* [4][k] */
+		size_t re = r0 + ((r1 - r0) & ~(size_t)1);
+		for (; i0 + 4 <= m; i0 += 4) {
+			for (size_t e = 0; e < 4 * k; e++)
+				xf[e] = bn_f16_to_f32(x[i0 * k + e]);
+			for (size_t r = r0; r < re; r += 2)
+				f16_tile2x4(w, k, r, xf, x + i0 * k, y + i0 * ldy, ldy,
+				            r + 4 <= r1 ? w + (r + 2) * k : NULL);
+			if (re < r1)
+				for (size_t i = i0; i < i0 + 4; i++)
+					f16_tile(w, k, re, 1, x + i * k, 1, y + i * ldy, ldy);
+		}
+		if (i0 == m)
+			return;
+		x += i0 * k;
+		y += i0 * ldy;
+		m -= i0;
+	}
 	/* Four weight rows at a time against activation pairs: the rows stay in L1 across the
 	 * pairs (weights stream from memory once). */
 	size_t r = r0;
