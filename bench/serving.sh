@@ -7,8 +7,10 @@
 # Each repetition runs the three in turn (rotating which goes first): bench decodes TOKENS
 # steps; run and bitnetctl generate TOKENS+1 greedy tokens, i.e. the same TOKENS forward
 # passes after the prompt (the first token comes from the prompt's logits). All three are
-# reported per forward pass, so the comparison is like for like. bitnetd runs on a private
-# bus (tests/daemon-lib.sh) with the same plugin directory and thread count.
+# reported per forward pass, so the comparison is like for like; the prompt is short and
+# raw (no chat template, as Generate), so the passes sit at about the same positions as
+# bench's. bitnetd runs on a private bus (tests/daemon-lib.sh) with the same plugin
+# directory and thread count.
 set -u
 [ $# -ge 1 ] || { echo "usage: bench/serving.sh MODEL [REPS] [TOKENS] [THREADS]" >&2; exit 2; }
 MODEL_ARG=$1
@@ -41,7 +43,7 @@ bench_once() {
 		field "['tg_tokens_per_second']"
 }
 run_once() {
-	"$BITNET" run -m "$MODEL" --threads "$THREADS" --greedy --max-tokens "$N1" --json \
+	"$BITNET" run -m "$MODEL" --threads "$THREADS" --template raw --greedy --max-tokens "$N1" --json \
 		-p "$PROMPT" 2>/dev/null | tail -n 1 |
 		field "['generated_tokens'] and (d['generated_tokens'] - 1) / d['generation_seconds']"
 }

@@ -236,6 +236,77 @@ ALWAYS_INLINE void gemm_row_acts(const uint8_t *wr, size_t k, const int8_t *q, s
 		out[a] = hsum_epi32(acc[a]);
 }
 
+/* AVX-VNNI, two weight rows against na (<= 4) activation rows: each 32-element q load
+ * serves both rows, and a field is one vpdpbusd per (row, activation) instead of maddubs,
+ * two adds and a widening. Fields are decoded one at a time (shift and mask, after the
+ * code-3 fix on the whole block) so that the 8 accumulators, 2 rows' blocks, 2 fields, q
+ * and the mask fit the 16 registers. pf (or NULL): later rows, fetched meanwhile. */
+ALWAYS_INLINE void gemm_rows2_vnni_body(const uint8_t *w0, size_t k, const int8_t *q, size_t na,
+                                        int32_t out[2][4], const uint8_t *pf)
+{
+	const __m256i m3 = _mm256_set1_epi8(3);
+	__m256i z = _mm256_setzero_si256();
+	__m256i s00 = z, s01 = z, s02 = z, s03 = z, s10 = z, s11 = z, s12 = z, s13 = z;
+	size_t rb = k / 4;
+	const uint8_t *w1 = w0 + rb;
+	const int8_t *q0 = q, *q1 = q + k, *q2 = q + 2 * k, *q3 = q + 3 * k;
+	for (size_t o = 0; o < rb; o += BN_I2S_BLOCK_BYTES) {
+		if (pf)
+			_mm_prefetch((const char *)(pf + 2 * o), _MM_HINT_T0);
+		__m256i v0 = _mm256_loadu_si256((const __m256i *)(w0 + o));
+		__m256i v1 = _mm256_loadu_si256((const __m256i *)(w1 + o));
+		const __m256i aa = _mm256_set1_epi8((char)0xaa);   /* code 3 -> 1: see decode_block */
+		v0 = _mm256_andnot_si256(_mm256_and_si256(_mm256_add_epi16(v0, v0), aa), v0);
+		v1 = _mm256_andnot_si256(_mm256_and_si256(_mm256_add_epi16(v1, v1), aa), v1);
+#define R2F(sh, off)                                                                        \
+		do {                                                                                \
+			__m256i c0 = _mm256_and_si256(_mm256_srli_epi16(v0, sh), m3);                   \
+			__m256i c1 = _mm256_and_si256(_mm256_srli_epi16(v1, sh), m3);                   \
+			__m256i qa = _mm256_loadu_si256((const __m256i *)(q0 + 4 * o + (off)));         \
+			s00 = dpbusd_vex(s00, c0, qa);                                                  \
+			s10 = dpbusd_vex(s10, c1, qa);                                                  \
+			qa = _mm256_loadu_si256((const __m256i *)(q1 + 4 * o + (off)));                 \
+			s01 = dpbusd_vex(s01, c0, qa);                                                  \
+			s11 = dpbusd_vex(s11, c1, qa);                                                  \
+			if (na > 2) {                                                                   \
+				qa = _mm256_loadu_si256((const __m256i *)(q2 + 4 * o + (off)));             \
+				s02 = dpbusd_vex(s02, c0, qa);                                              \
+				s12 = dpbusd_vex(s12, c1, qa);                                              \
+			}                                                                               \
+			if (na > 3) {                                                                   \
+				qa = _mm256_loadu_si256((const __m256i *)(q3 + 4 * o + (off)));             \
+				s03 = dpbusd_vex(s03, c0, qa);                                              \
+				s13 = dpbusd_vex(s13, c1, qa);                                              \
+			}                                                                               \
+		} while (0)
+		R2F(6, 0);
+		R2F(4, 32);
+		R2F(2, 64);
+		R2F(0, 96);
+#undef R2F
+	}
+	out[0][0] = hsum_epi32(s00);
+	out[0][1] = hsum_epi32(s01);
+	out[0][2] = hsum_epi32(s02);
+	out[0][3] = hsum_epi32(s03);
+	out[1][0] = hsum_epi32(s10);
+	out[1][1] = hsum_epi32(s11);
+	out[1][2] = hsum_epi32(s12);
+	out[1][3] = hsum_epi32(s13);
+}
+
+/* One function per activation count (constant counts keep the accumulators in registers). */
+#define ROWS2_FN(n)                                                                       \
+	static __attribute__((noinline)) void gemm_rows2_vnni##n(                             \
+		const uint8_t *w0, size_t k, const int8_t *q, int32_t out[2][4], const uint8_t *pf) \
+	{                                                                                     \
+		gemm_rows2_vnni_body(w0, k, q, n, out, pf);                                       \
+	}
+ROWS2_FN(2)
+ROWS2_FN(3)
+ROWS2_FN(4)
+#undef ROWS2_FN
+
 /* m > 1 (prefill): a real GEMM. A panel of four weight rows is decoded once into a small
  * buffer of codes (one byte per weight, element order, 0..2) that stays in L1 while every
  * pair of activation rows passes over it; the 4 x 2 register tile then does one 32-element
@@ -418,6 +489,26 @@ ALWAYS_INLINE void ternary_body(const uint8_t *w, size_t k, size_t r0, size_t r1
 	if (m >= GEMM_MIN_M) {
 		gemm_rows(w, k, r0, r1, wscale, q, qscale, qsum, m, y, ldy, vnni);
 		return;
+	}
+	if (vnni && m <= 4) {
+		/* a few sequences decoding together: row pairs against all of them */
+		size_t r = r0;
+		for (; r + 2 <= r1; r += 2) {
+			int32_t acc2[2][4];   /* [row][m] */
+			const uint8_t *pf = r + 4 <= r1 ? w + (r + 2) * rb : NULL;
+			if (m == 4)
+				gemm_rows2_vnni4(w + r * rb, k, q, acc2, pf);
+			else if (m == 3)
+				gemm_rows2_vnni3(w + r * rb, k, q, acc2, pf);
+			else
+				gemm_rows2_vnni2(w + r * rb, k, q, acc2, pf);
+			for (size_t t = 0; t < 2; t++)
+				for (size_t a = 0; a < m; a++)
+					y[a * ldy + r + t] = epilogue(acc2[t][a], qsum[a], qscale[a], wscale);
+		}
+		r0 = r;
+		if (r0 == r1)
+			return;
 	}
 	/* Few activation rows: a decoded panel would be reused too little to pay for its
 	 * stores; each block is decoded in registers and feeds up to four rows instead. Rows in
