@@ -614,9 +614,59 @@ ALWAYS_INLINE void f16_tile(const uint16_t *w, size_t k, size_t r, size_t nr,
 			                     f16_tail(w + (r + t) * k, x + a * k, j, k);
 }
 
+/* One weight row x 4 activation rows already in f32 (xf [4][k]): each weight conversion
+ * serves four activations, whose loads fold into the FMAs. f16_tile's per-dot structure
+ * exactly (two accumulators over the halves of each 16-element step, added, reduced, then
+ * the scalar tail), so the logits are the same bits. pf (or NULL): the next row. */
+ALWAYS_INLINE void f16_row_x4(const uint16_t *w, size_t k, size_t r, const float *xf,
+                              const uint16_t *x, float *y, size_t ldy, const uint16_t *pf)
+{
+	__m256 z = _mm256_setzero_ps();
+	__m256 a00 = z, a01 = z, a10 = z, a11 = z, a20 = z, a21 = z, a30 = z, a31 = z;
+	const uint16_t *wr = w + r * k;
+	const float *x0 = xf, *x1 = xf + k, *x2 = xf + 2 * k, *x3 = xf + 3 * k;
+	size_t j = 0;
+	for (; j + 16 <= k; j += 16) {
+		if (pf)
+			_mm_prefetch((const char *)(pf + j), _MM_HINT_T0);
+		__m256 u0 = load_h8(wr + j), u1 = load_h8(wr + j + 8);
+		a00 = _mm256_fmadd_ps(u0, _mm256_loadu_ps(x0 + j), a00);
+		a01 = _mm256_fmadd_ps(u1, _mm256_loadu_ps(x0 + j + 8), a01);
+		a10 = _mm256_fmadd_ps(u0, _mm256_loadu_ps(x1 + j), a10);
+		a11 = _mm256_fmadd_ps(u1, _mm256_loadu_ps(x1 + j + 8), a11);
+		a20 = _mm256_fmadd_ps(u0, _mm256_loadu_ps(x2 + j), a20);
+		a21 = _mm256_fmadd_ps(u1, _mm256_loadu_ps(x2 + j + 8), a21);
+		a30 = _mm256_fmadd_ps(u0, _mm256_loadu_ps(x3 + j), a30);
+		a31 = _mm256_fmadd_ps(u1, _mm256_loadu_ps(x3 + j + 8), a31);
+	}
+	y[r] = hsum_ps(_mm256_add_ps(a00, a01)) + f16_tail(wr, x, j, k);
+	y[ldy + r] = hsum_ps(_mm256_add_ps(a10, a11)) + f16_tail(wr, x + k, j, k);
+	y[2 * ldy + r] = hsum_ps(_mm256_add_ps(a20, a21)) + f16_tail(wr, x + 2 * k, j, k);
+	y[3 * ldy + r] = hsum_ps(_mm256_add_ps(a30, a31)) + f16_tail(wr, x + 3 * k, j, k);
+}
+
+#define F16_XF_MAX 8192   /* longest row whose four activations are converted up front */
+
 static void f16_gemm(const uint16_t *w, size_t k, size_t r0, size_t r1,
                      const uint16_t *x, size_t m, float *y, size_t ldy)
 {
+	if (m >= 4 && k <= F16_XF_MAX) {
+		/* four activations at a time, converted once per call */
+		float xf[4 * F16_XF_MAX];   /* [4][k] */
+		size_t i0 = 0;
+		for (; i0 + 4 <= m; i0 += 4) {
+			for (size_t e = 0; e < 4 * k; e++)
+				xf[e] = bn_f16_to_f32(x[i0 * k + e]);
+			for (size_t r = r0; r < r1; r++)
+				f16_row_x4(w, k, r, xf, x + i0 * k, y + i0 * ldy, ldy,
+				           r + 2 <= r1 ? w + (r + 1) * k : NULL);
+		}
+		if (i0 == m)
+			return;
+		x += i0 * k;
+		y += i0 * ldy;
+		m -= i0;
+	}
 	/* m == 1: four rows per pass. m > 1: two rows against activation pairs, so the rows stay
 	 * in L1 across the pairs (weights stream from memory once). */
 	size_t r = r0;
