@@ -243,7 +243,11 @@ ALWAYS_INLINE void decode_block_sc(const struct tdec_sc *d, const uint8_t *blk, 
                                    __m512i *c23)
 {
 	__m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)blk));
+#ifdef BN_SIMDE   /* SIMDe adds int16 lanes in C, where the wrap is undefined */
+	v = _mm512_ternarylogic_epi32(v, _mm512_slli_epi16(v, 1), d->aa, 0x70);
+#else
 	v = _mm512_ternarylogic_epi32(v, _mm512_add_epi16(v, v), d->aa, 0x70);   /* v << 1 */
+#endif
 	*c01 = _mm512_and_si512(v, d->m01);
 	*c23 = _mm512_and_si512(v, d->m23);
 }
