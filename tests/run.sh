@@ -54,4 +54,21 @@ for key in prompt_tokens generated_tokens stop_reason prompt_tokens_per_second \
 	case $rec in *"\"$key\""*) ;; *) bad "JSON record lacks $key: $rec" ;; esac
 done
 case $rec in *'"stop_reason":"length"'*) ok "JSON record complete, stop reason length" ;; *) bad "stop reason: $rec" ;; esac
+
+# BITNET_CPU_DISABLE: the features named are gone for plugin choice; a bad name is refused
+feats=$(BITNET_CPU_DISABLE=avx2,avx512f,asimd "$BITNET" kernels 2>/dev/null | sed -n 's/^cpu features: //p')
+case " $feats " in
+*" avx2 "* | *" avx512f "* | *" asimd "*) bad "BITNET_CPU_DISABLE=avx2,avx512f,asimd left: $feats" ;;
+*) ok "BITNET_CPU_DISABLE masks features ($feats)" ;;
+esac
+rec=$(BITNET_CPU_DISABLE=avx2,avx512f,asimd "$BITNET" run --model "$m" --template raw --prompt "x" \
+	--greedy --max-tokens 2 --json 2>/dev/null | tail -n 1)
+case $rec in
+*'"plugin":"scalar"'*) ok "with avx2, avx512f and asimd disabled the scalar plugin runs" ;;
+*) bad "BITNET_CPU_DISABLE=avx2,avx512f,asimd did not fall back to scalar: $rec" ;;
+esac
+BITNET_CPU_DISABLE=warp9 "$BITNET" kernels > /dev/null 2> "$tmp/err"
+rc=$?
+[ $rc = 2 ] && grep -q warp9 "$tmp/err" && ok "a bad BITNET_CPU_DISABLE is refused, named" ||
+	bad "BITNET_CPU_DISABLE=warp9: exit $rc, $(cat "$tmp/err")"
 exit $fail

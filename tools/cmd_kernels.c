@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "cpu.h"
+#include "engine.h"
 #include "error.h"
 #include "kernels.h"
 #include "tools.h"
@@ -26,6 +27,8 @@ int cmd_kernels(int argc, char **argv)
 	}
 	if (!dir)
 		dir = bn_kernel_default_dir();
+	if (tool_check_cpu_env("kernels"))
+		return 2;
 	uint64_t cpu = bn_cpu_features();
 	char fs[256];
 	printf("cpu features: %s\nplugin directory: %s\n\n", bn_cpu_features_str(cpu, fs, sizeof(fs)), dir);

@@ -23,6 +23,18 @@ void tool_engine_opts_init(struct tool_engine_opts *o)
 	o->rescale_gamma = r && !strcmp(r, "1");
 }
 
+int tool_check_cpu_env(const char *verb)
+{
+	const char *off = getenv("BITNET_CPU_DISABLE");
+	uint64_t mask;
+	if (off && bn_cpu_features_parse(off, &mask)) {
+		tool_error(verb, "BITNET_CPU_DISABLE='%s': not a list of feature names (see bitnet "
+		           "kernels)", off);
+		return -1;
+	}
+	return 0;
+}
+
 int tool_engine_opt(const char *verb, struct tool_engine_opts *o, int c, const char *arg)
 {
 	unsigned long v;
@@ -98,13 +110,8 @@ int tool_engine_open(const char *verb, const struct tool_engine_opts *o, struct 
 		tool_error(verb, "--model is required");
 		return 2;
 	}
-	const char *off = getenv("BITNET_CPU_DISABLE");
-	uint64_t offmask;
-	if (off && bn_cpu_features_parse(off, &offmask)) {
-		tool_error(verb, "BITNET_CPU_DISABLE='%s': not a list of feature names (see bitnet kernels)",
-		           off);
+	if (tool_check_cpu_env(verb))
 		return 2;
-	}
 	struct bn_model_opts mo = { .mlock = o->mlock, .rescale_gamma = o->rescale_gamma,
 	                            .strict = o->strict, .gate = o->gate, .policy = o->policy };
 	if (bn_model_load(&e->model, o->model, &mo, &err))

@@ -46,6 +46,8 @@ struct tool_engine {
 	{ "numa", required_argument, NULL, 1010 }
 
 void tool_engine_opts_init(struct tool_engine_opts *o);
+/* BITNET_CPU_DISABLE, when set, must name known features: prints an error and returns -1. */
+int tool_check_cpu_env(const char *verb);
 /* Handles options 'm', 't' and 1000..1099; returns 1 if handled, 0 if not, -1 on a bad value. */
 int tool_engine_opt(const char *verb, struct tool_engine_opts *o, int c, const char *arg);
 /* Opens everything; prints one error line naming the cause and returns non-zero on failure. */
