@@ -4,13 +4,20 @@
 . "${top_srcdir:-$(dirname "$0")/..}/tests/daemon-lib.sh"
 need_dbus
 make_model
-# numa = interleave changes where pages live, never a result (checked against bitnet run)
-write_config "$T/bitnetd.conf" "[engine]" "numa = interleave"
+# numa = interleave changes where pages live, never a result (checked against bitnet run);
+# kernels without NUMA support (no numa_maps) cannot place anything, so it is left out there
+if [ -r /proc/self/numa_maps ]; then
+	write_config "$T/bitnetd.conf" "[engine]" "numa = interleave"
+else
+	write_config "$T/bitnetd.conf"
+fi
 start_bus
 start_daemon "$T/bitnetd.conf"
-grep -q "numa = interleave: .* MB of weights on NUMA node" "$T/daemon.log" ||
-	fail "no numa placement in the log: $(cat "$T/daemon.log")"
-ok "numa = interleave placed the weights"
+if [ -r /proc/self/numa_maps ]; then
+	grep -q "numa = interleave: .* MB of weights on NUMA node" "$T/daemon.log" ||
+		fail "no numa placement in the log: $(cat "$T/daemon.log")"
+	ok "numa = interleave placed the weights"
+fi
 
 PROMPT="The quick brown fox"
 N=24
