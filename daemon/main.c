@@ -144,12 +144,13 @@ int main(int argc, char **argv)
 	bn_log_set_level(cfg.log_level);
 	bd.cfg = cfg;
 	bd.cpu_features = bn_cpu_features();
-	const char *off = getenv("BITNET_CPU_DISABLE");
+	const char *off;
 	uint64_t offmask;
-	if (off && bn_cpu_features_parse(off, &offmask))
+	int dis = bn_cpu_disable_env(&off, &offmask);
+	if (dis < 0)
 		bn_log(BN_LOG_WARNING, "BITNET_CPU_DISABLE='%s' is not a list of feature names; ignored",
 		       off);
-	else if (off)
+	else if (dis)
 		bn_log(BN_LOG_INFO, "BITNET_CPU_DISABLE='%s': running as if the CPU lacked these", off);
 	char feat[512];
 	bn_log(BN_LOG_INFO, "bitnetd %s starting; CPU features: %s", PACKAGE_VERSION,

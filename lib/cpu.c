@@ -92,16 +92,23 @@ uint64_t bn_cpu_features(void)
 	static int done;
 	if (!done) {
 		cached = detect();
-		/* BITNET_CPU_DISABLE=amxint8,avx512vnni...: run as if the CPU lacked these (A/B
-		 * benchmarks, or a path suspected of trouble); unknown names are ignored here and
-		 * reported by the tools that read the variable. */
-		const char *off = getenv("BITNET_CPU_DISABLE");
-		uint64_t mask = 0;
-		if (off && bn_cpu_features_parse(off, &mask) == 0)
+		/* an invalid list masks nothing here; bitnet refuses it, bitnetd logs it */
+		const char *off;
+		uint64_t mask;
+		if (bn_cpu_disable_env(&off, &mask) == 1)
 			cached &= ~mask;
 		done = 1;
 	}
 	return cached;
+}
+
+int bn_cpu_disable_env(const char **value, uint64_t *mask)
+{
+	*value = getenv("BITNET_CPU_DISABLE");
+	*mask = 0;
+	if (!*value)
+		return 0;
+	return bn_cpu_features_parse(*value, mask) ? -EINVAL : 1;
 }
 
 static const struct {

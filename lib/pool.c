@@ -322,11 +322,14 @@ void bn_pool_split(size_t total, size_t align, unsigned i, unsigned n, size_t *l
 	*hi = b * align < total ? b * align : total;
 }
 
+static const char *const numa_names[] = { [BN_NUMA_OFF] = "off",
+                                           [BN_NUMA_INTERLEAVE] = "interleave",
+                                           [BN_NUMA_BIND] = "bind" };
+
 int bn_numa_parse(const char *s, enum bn_numa *out)
 {
-	static const char *const names[] = { "off", "interleave", "bind" };
-	for (int i = 0; i < 3; i++)
-		if (!strcmp(s, names[i])) {
+	for (size_t i = 0; i < sizeof(numa_names) / sizeof(numa_names[0]); i++)
+		if (!strcmp(s, numa_names[i])) {
 			*out = (enum bn_numa)i;
 			return 0;
 		}
@@ -335,7 +338,7 @@ int bn_numa_parse(const char *s, enum bn_numa *out)
 
 const char *bn_numa_name(enum bn_numa mode)
 {
-	return mode == BN_NUMA_INTERLEAVE ? "interleave" : mode == BN_NUMA_BIND ? "bind" : "off";
+	return (size_t)mode < sizeof(numa_names) / sizeof(numa_names[0]) ? numa_names[mode] : "off";
 }
 
 int bn_pool_place(struct bn_pool *p, const void *addr, size_t len, enum bn_numa mode,

@@ -647,6 +647,17 @@ ALWAYS_INLINE void f16_row_x4(const uint16_t *w, size_t k, size_t r, const float
 
 #define F16_XF_MAX 8192   /* longest row whose four activations are converted up front */
 
+/* x [n] f16 -> out [n] f32 with the conversion f16_tile applies to activations (a last
+ * few elements portably: the tiles read only whole steps). Once per call, i.e. per head chunk. */
+ALWAYS_INLINE void f16_to_f32_row(const uint16_t *x, size_t n, float *out)
+{
+	size_t e = 0;
+	for (; e + 8 <= n; e += 8)
+		_mm256_storeu_ps(out + e, load_h8(x + e));
+	for (; e < n; e++)
+		out[e] = bn_f16_to_f32(x[e]);
+}
+
 static void f16_gemm(const uint16_t *w, size_t k, size_t r0, size_t r1,
                      const uint16_t *x, size_t m, float *y, size_t ldy)
 {
@@ -655,8 +666,7 @@ static void f16_gemm(const uint16_t *w, size_t k, size_t r0, size_t r1,
 		float xf[4 * F16_XF_MAX];   /* [4][k] */
 		size_t i0 = 0;
 		for (; i0 + 4 <= m; i0 += 4) {
-			for (size_t e = 0; e < 4 * k; e++)
-				xf[e] = bn_f16_to_f32(x[i0 * k + e]);
+			f16_to_f32_row(x + i0 * k, 4 * k, xf);
 			for (size_t r = r0; r < r1; r++)
 				f16_row_x4(w, k, r, xf, x + i0 * k, y + i0 * ldy, ldy,
 				           r + 2 <= r1 ? w + (r + 1) * k : NULL);

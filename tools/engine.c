@@ -25,9 +25,9 @@ void tool_engine_opts_init(struct tool_engine_opts *o)
 
 int tool_check_cpu_env(const char *verb)
 {
-	const char *off = getenv("BITNET_CPU_DISABLE");
+	const char *off;
 	uint64_t mask;
-	if (off && bn_cpu_features_parse(off, &mask)) {
+	if (bn_cpu_disable_env(&off, &mask) < 0) {
 		tool_error(verb, "BITNET_CPU_DISABLE='%s': not a list of feature names (see bitnet "
 		           "kernels)", off);
 		return -1;
