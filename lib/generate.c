@@ -4,8 +4,6 @@
 #include <time.h>
 
 #include "generate.h"
-#include "stop.h"
-#include "tokenizer.h"
 
 double bn_now(void)
 {
@@ -35,6 +33,94 @@ static int emit(struct bn_stop *stop, const struct bn_gen_io *io, const char *te
 	return 0;
 }
 
+int bn_gen_seq_init(struct bn_gen_seq *g, const struct bn_tokenizer *t, uint32_t n_ctx,
+                    const struct bn_gen_opts *o, const struct bn_gen_io *io, struct bn_error *err)
+{
+	memset(g, 0, sizeof(*g));
+	g->t = t;
+	g->o = o;
+	g->io = io;
+	g->n_ctx = n_ctx;
+	g->reason = BN_STOP_NONE;
+	int rc = bn_sampler_new(&g->smp, &o->sampling, bn_tokenizer_n_vocab(t), err);
+	if (rc)
+		return rc;
+	rc = bn_stop_init(&g->stop, o->stops, o->n_stops, err);
+	if (rc) {
+		bn_sampler_free(g->smp);
+		g->smp = NULL;
+		return rc;
+	}
+	bn_detok_init(&g->dt, t);
+	return 0;
+}
+
+int bn_gen_seq_next(struct bn_gen_seq *g, const float *logits, uint32_t p, int32_t *tok,
+                    struct bn_error *err)
+{
+	const struct bn_gen_opts *o = g->o;
+	int32_t id = bn_sampler_sample(g->smp, logits);
+	bn_sampler_accept(g->smp, id);
+	g->n_gen++;
+	if (g->io->on_token)
+		g->io->on_token(g->io->user, id);
+	if (bn_token_is_eog(g->t, id)) {
+		g->reason = BN_STOP_EOG;
+		return 1;
+	}
+	const char *text;
+	size_t len;
+	int rc = bn_detok_feed(&g->dt, id, &text, &len, err);
+	if (rc) {
+		g->reason = BN_STOP_ERROR;
+		return rc;
+	}
+	int e = emit(&g->stop, g->io, text, len, &g->reason);
+	if (e < 0) {
+		g->reason = BN_STOP_ERROR;
+		return bn_err_set(err, e, "out of memory");
+	}
+	if (e)
+		return 1;
+	if (p >= g->n_ctx) {
+		g->reason = BN_STOP_CONTEXT_FULL;
+		return 1;
+	}
+	if (o->max_tokens && g->n_gen >= o->max_tokens) {
+		g->reason = BN_STOP_LENGTH;   /* no forward pass for a token nobody samples */
+		return 1;
+	}
+	*tok = id;
+	return 0;
+}
+
+void bn_gen_seq_end(struct bn_gen_seq *g, enum bn_stop_reason reason)
+{
+	if (reason != BN_STOP_NONE)
+		g->reason = reason;
+	if (g->reason == BN_STOP_STRING || g->reason == BN_STOP_CANCELLED ||
+	    g->reason == BN_STOP_ERROR)
+		return;
+	const char *text, *out;
+	size_t len, n;
+	struct bn_error err = { 0 };
+	if (!bn_detok_flush(&g->dt, &text, &len, &err) && len)
+		emit(&g->stop, g->io, text, len, &g->reason);
+	if (g->reason != BN_STOP_STRING && bn_stop_flush(&g->stop, &out, &n) == 0 && n &&
+	    g->io->on_text)
+		g->io->on_text(g->io->user, out, n);
+}
+
+void bn_gen_seq_free(struct bn_gen_seq *g)
+{
+	if (!g->smp)
+		return;   /* never initialised, or already freed */
+	bn_detok_free(&g->dt);
+	bn_stop_free(&g->stop);
+	bn_sampler_free(g->smp);
+	g->smp = NULL;
+}
+
 int bn_generate(struct bn_ctx *c, uint32_t seq, const struct bn_tokenizer *t,
                 const int32_t *prompt, size_t n_prompt, const struct bn_gen_opts *o,
                 const struct bn_gen_io *io, struct bn_gen_stats *st, struct bn_error *err)
@@ -48,18 +134,10 @@ int bn_generate(struct bn_ctx *c, uint32_t seq, const struct bn_tokenizer *t,
 	if (n_prompt >= n_ctx)
 		return bn_err_set(err, -ENOSPC, "prompt of %zu tokens does not fit the context of %u "
 		                  "tokens (one position is needed to generate)", n_prompt, n_ctx);
-	struct bn_sampler *smp = NULL;
-	struct bn_stop stop;
-	struct bn_detok dt;
-	int rc = bn_sampler_new(&smp, &o->sampling, V, err);
+	struct bn_gen_seq g;
+	int rc = bn_gen_seq_init(&g, t, n_ctx, o, io, err);
 	if (rc)
 		return rc;
-	rc = bn_stop_init(&stop, o->stops, o->n_stops, err);
-	if (rc) {
-		bn_sampler_free(smp);
-		return rc;
-	}
-	bn_detok_init(&dt, t);
 	float *logits = malloc((size_t)V * sizeof(float));          /* [V] */
 	uint32_t *pos = malloc((size_t)n_batch * sizeof(uint32_t));  /* [n_batch] */
 	uint32_t *seqs = malloc((size_t)n_batch * sizeof(uint32_t)); /* [n_batch] */
@@ -82,50 +160,24 @@ int bn_generate(struct bn_ctx *c, uint32_t seq, const struct bn_tokenizer *t,
 			goto out;
 		done += n;
 		if (io->cancelled && io->cancelled(io->user)) {
-			st->reason = BN_STOP_CANCELLED;
+			g.reason = BN_STOP_CANCELLED;
 			goto finish;
 		}
 	}
 	t1 = bn_now();
 	st->prompt_s = t1 - t0;
 
-	uint32_t p = (uint32_t)n_prompt;
-	enum bn_stop_reason reason = BN_STOP_NONE;
-	for (;;) {
-		if (o->max_tokens && st->n_gen >= o->max_tokens) {
-			reason = BN_STOP_LENGTH;
-			break;
-		}
+	for (uint32_t p = (uint32_t)n_prompt;; p++) {
 		if (io->cancelled && io->cancelled(io->user)) {
-			reason = BN_STOP_CANCELLED;
+			g.reason = BN_STOP_CANCELLED;
 			break;
 		}
-		int32_t tok = bn_sampler_sample(smp, logits);
-		bn_sampler_accept(smp, tok);
-		st->n_gen++;
-		if (io->on_token)
-			io->on_token(io->user, tok);
-		if (bn_token_is_eog(t, tok)) {
-			reason = BN_STOP_EOG;
-			break;
-		}
-		const char *text;
-		size_t len;
-		if ((rc = bn_detok_feed(&dt, tok, &text, &len, err)))
+		int32_t tok;
+		rc = bn_gen_seq_next(&g, logits, p, &tok, err);
+		if (rc < 0)
 			goto out;
-		int e = emit(&stop, io, text, len, &reason);
-		if (e < 0) {
-			rc = bn_err_set(err, e, "out of memory");
-			goto out;
-		}
-		if (e)
-			break;
-		if (p >= n_ctx) {
-			reason = BN_STOP_CONTEXT_FULL;
-			break;
-		}
-		if (o->max_tokens && st->n_gen >= o->max_tokens) {
-			reason = BN_STOP_LENGTH;   /* no forward pass for a token nobody samples */
+		if (rc) {
+			rc = 0;
 			break;
 		}
 		seqs[0] = seq;
@@ -133,30 +185,22 @@ int bn_generate(struct bn_ctx *c, uint32_t seq, const struct bn_tokenizer *t,
 		struct bn_batch b = { 1, &tok, pos, seqs, NULL };
 		if ((rc = bn_decode(c, &b, logits, err)))
 			goto out;
-		p++;
 	}
-	st->reason = reason;
 finish:
 	st->gen_s = bn_now() - t1;
-	if (st->reason != BN_STOP_STRING && st->reason != BN_STOP_CANCELLED) {
-		const char *text, *out;
-		size_t len, n;
-		if (!bn_detok_flush(&dt, &text, &len, err) && len)
-			emit(&stop, io, text, len, &st->reason);
-		if (st->reason != BN_STOP_STRING && bn_stop_flush(&stop, &out, &n) == 0 && n &&
-		    io->on_text)
-			io->on_text(io->user, out, n);
-	}
+	bn_gen_seq_end(&g, BN_STOP_NONE);
+	st->reason = g.reason;
+	st->n_gen = g.n_gen;
 	st->prompt_tps = st->prompt_s > 0 ? st->n_prompt / st->prompt_s : 0;
 	st->gen_tps = st->gen_s > 0 ? st->n_gen / st->gen_s : 0;
 out:
-	if (rc)
+	if (rc) {
 		st->reason = BN_STOP_ERROR;
+		st->n_gen = g.n_gen;
+	}
 	free(logits);
 	free(pos);
 	free(seqs);
-	bn_detok_free(&dt);
-	bn_stop_free(&stop);
-	bn_sampler_free(smp);
+	bn_gen_seq_free(&g);
 	return rc;
 }
