@@ -27,7 +27,9 @@ struct bd_config {
 	bool smt, mlock;
 	char numa[12];               /* off | interleave | bind: NUMA placement of the weights */
 	/* [server] */
-	uint32_t max_queue;          /* requests waiting behind the running one */
+	uint32_t slots;              /* requests generated at once, one context sequence each */
+	uint32_t step_tokens;        /* tokens per scheduler step (decode rows + prompt chunks) */
+	uint32_t max_queue;          /* requests waiting for a slot */
 	uint32_t max_prompt_bytes;
 	uint32_t max_tokens_limit;   /* the most a client may ask for */
 	uint32_t max_tokens;         /* default when the client does not say */
@@ -84,7 +86,9 @@ struct bd_engine_info {
 	unsigned n_fallback;
 	unsigned threads;
 	char cpus[256];
-	uint32_t n_ctx;
+	uint32_t n_ctx;                 /* per slot */
+	uint32_t slots, step_tokens;
+	uint64_t kv_bytes;              /* K and V reserved for all slots */
 };
 
 enum bd_req_state { BD_REQ_QUEUED, BD_REQ_RUNNING, BD_REQ_DONE };
@@ -109,6 +113,11 @@ struct bd_request {
 	char *out;                      /* [out_len] text not yet sent as Text */
 	size_t out_len, out_cap;
 	struct bn_gen_stats st;
+	uint32_t slot;
+	uint32_t n_cached;              /* prompt tokens whose K/V came from the prefix cache */
+	double queue_s;                 /* waiting for a slot */
+	double first_token_s;           /* submission to the first token */
+	double gap_p50, gap_p95, gap_max;   /* seconds between consecutive tokens */
 	int rc;
 	char err[512];
 	char kernel[32];
@@ -128,6 +137,8 @@ struct bd_request {
 };
 
 int bd_worker_start(void);
+/* Wakes the bus thread (its eventfd): text, a finished request or a load result. */
+void bd_wake_bus(void);
 /* Asks the generation thread to (re)load with cfg between requests. */
 void bd_worker_load(const struct bd_config *cfg);
 void bd_worker_stop(void);
@@ -139,6 +150,7 @@ enum bd_state { BD_LOADING, BD_READY, BD_RELOADING, BD_STOPPING };
 
 struct bd_counters {
 	uint64_t served, rejected, cancelled, failed, tokens_in, tokens_out;
+	uint64_t cache_hits, cached_tokens;   /* requests that reused a prefix; tokens reused */
 };
 
 struct DBusConnection;
@@ -151,9 +163,9 @@ struct bd {
 
 	pthread_mutex_t lock;           /* guards everything below it */
 	pthread_cond_t cond;
-	struct bd_request *qhead, *qtail;  /* FIFO of queued requests */
+	struct bd_request *qhead, *qtail;  /* FIFO of requests waiting for a slot */
 	uint32_t n_queued;
-	struct bd_request *running;
+	uint32_t n_running;             /* requests in slots */
 	bool quit;
 	bool load_pending;
 	struct bd_config load_cfg;
@@ -164,13 +176,15 @@ struct bd {
 	struct bd_engine_info load_info;
 	bool load_model_changed;
 
+	_Atomic uint64_t kv_positions;  /* positions held by the slots' caches (generation thread) */
+
 	/* bus thread only */
 	struct bd_model *model;
 	struct bd_engine_info info;
 	bool loaded;
 	struct bd_request *all;
 	uint32_t next_id;
-	uint32_t n_active;              /* running (0 or 1) */
+	uint32_t n_active;              /* n_running as last announced */
 	struct bd_counters cnt;
 	char last_reload_error[512];
 	struct DBusConnection *conn;
@@ -196,6 +210,7 @@ void bd_props_changed(unsigned mask);
 #define BD_PROP_QUEUE      (1u << 1)
 #define BD_PROP_COUNTERS   (1u << 2)
 #define BD_PROP_ENGINE     (1u << 3)
+#define BD_PROP_LIVE       (1u << 31)   /* changes all the time; read it, no signal */
 void bd_set_state(enum bd_state s);
 const char *bd_state_name(enum bd_state s);
 /* Cancels every request of owner (it left the bus), or every request when owner is NULL. */

@@ -182,7 +182,7 @@ static void xml_iface(struct sbuf *b, const struct bd_iface *f)
 	for (const struct bd_prop *p = f->props; p && p->name; p++) {
 		sb_printf(b, "    <property name=\"%s\" type=\"%s\" access=\"read\">\n", p->name, p->sig);
 		sb_printf(b, "      <annotation name=\"org.freedesktop.DBus.Property.EmitsChangedSignal\" "
-		          "value=\"%s\"/>\n", p->mask ? "true" : "const");
+		          "value=\"%s\"/>\n", !p->mask ? "const" : p->mask & BD_PROP_LIVE ? "false" : "true");
 		sb_printf(b, "    </property>\n");
 	}
 	sb_printf(b, "  </interface>\n");
@@ -529,7 +529,7 @@ int bd_bus_run(int sfd)
 		if (bd.state == BD_STOPPING) {
 			/* done once every request has been cancelled or finished */
 			pthread_mutex_lock(&bd.lock);
-			bool idle = !bd.running && !bd.qhead && !bd.load_pending && !bd.all;
+			bool idle = !bd.n_running && !bd.qhead && !bd.load_pending && !bd.all;
 			pthread_mutex_unlock(&bd.lock);
 			if (idle)
 				return 0;

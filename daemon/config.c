@@ -39,7 +39,7 @@ static const struct key keys[] = {
 	{ "model", "path", K_STR, OFF(model_path), SZ(model_path), 0, 0, NULL, "",
 	  "GGUF model file (absolute path); required" },
 	{ "model", "context", K_UINT, OFF(context), 0, 0, 1u << 22, NULL, "0",
-	  "context length in tokens; 0 uses the model's training context" },
+	  "context length in tokens of each slot; 0 uses the model's training context" },
 	{ "model", "kv_type", K_ENUM, OFF(kv_type), SZ(kv_type), 0, 0, "f16", "f16",
 	  "KV cache element type" },
 	{ "model", "template", K_ENUM, OFF(template_name), SZ(template_name), 0, 0,
@@ -67,8 +67,14 @@ static const struct key keys[] = {
 	{ "engine", "numa", K_ENUM, OFF(numa), SZ(numa), 0, 0, "off interleave bind", "off",
 	  "NUMA placement of the weights: interleave over, or bind to, the workers' nodes (off "
 	  "leaves pages where they are)" },
+	{ "server", "slots", K_UINT, OFF(slots), 0, 1, 256, NULL, "4",
+	  "requests generated at once, each in its own sequence of context positions (KV memory "
+	  "grows with slots x context; it is committed as it fills)" },
+	{ "server", "step_tokens", K_UINT, OFF(step_tokens), 0, 1, 16384, NULL, "128",
+	  "tokens per scheduler step: every running request's next token plus chunks of new "
+	  "prompts; smaller keeps streams flowing while a long prompt is read" },
 	{ "server", "max_queue", K_UINT, OFF(max_queue), 0, 0, 4096, NULL, "16",
-	  "requests that may wait behind the running one; more get Busy" },
+	  "requests that may wait for a free slot; more get Busy" },
 	{ "server", "max_prompt_bytes", K_UINT, OFF(max_prompt_bytes), 0, 1, 64u << 20, NULL, "1048576",
 	  "longest prompt (or chat messages together) in bytes" },
 	{ "server", "max_tokens_limit", K_UINT, OFF(max_tokens_limit), 0, 1, 1u << 22, NULL, "4096",

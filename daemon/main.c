@@ -206,9 +206,11 @@ int main(int argc, char **argv)
 	if (bd_bus_connect(bus_type, address) || bd_bus_request_name())
 		goto out;
 	bd_set_state(BD_READY);
-	bn_log(BN_LOG_NOTICE, "ready on %s as %s: kernel %s, %u threads on CPUs %s, context %u",
+	bn_log(BN_LOG_NOTICE, "ready on %s as %s: kernel %s, %u threads on CPUs %s, %u slots of "
+	       "context %u",
 	       bus_type == 0 ? "the system bus" : bus_type == 1 ? "the session bus" : address,
-	       BD_BUS_NAME, bd.info.kernel, bd.info.threads, bd.info.cpus, bd.info.n_ctx);
+	       BD_BUS_NAME, bd.info.kernel, bd.info.threads, bd.info.cpus, bd.info.slots,
+	       bd.info.n_ctx);
 	bd_notify("READY=1\nSTATUS=Ready: kernel %s, %u threads", bd.info.kernel, bd.info.threads);
 	rc = bd_bus_run(sfd);
 	bd_props_flush();

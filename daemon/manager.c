@@ -83,6 +83,24 @@ static bool p_tout(DBusMessageIter *it, void *o) { (void)o; return put_u64(it, b
 static bool p_lasterr(DBusMessageIter *it, void *o) { (void)o; return put_str(it, bd.last_reload_error); }
 static bool p_config(DBusMessageIter *it, void *o) { (void)o; return put_str(it, bd.config_path); }
 
+static bool p_slots(DBusMessageIter *it, void *o) { (void)o; return put_u32(it, bd.info.slots); }
+static bool p_step(DBusMessageIter *it, void *o) { (void)o; return put_u32(it, bd.info.step_tokens); }
+static bool p_kvbytes(DBusMessageIter *it, void *o) { (void)o; return put_u64(it, bd.info.kv_bytes); }
+static bool p_hits(DBusMessageIter *it, void *o) { (void)o; return put_u64(it, bd.cnt.cache_hits); }
+static bool p_cached(DBusMessageIter *it, void *o) { (void)o; return put_u64(it, bd.cnt.cached_tokens); }
+
+static bool p_kvcap(DBusMessageIter *it, void *o)
+{
+	(void)o;
+	return put_u64(it, (uint64_t)bd.info.slots * bd.info.n_ctx);
+}
+
+static bool p_kvpos(DBusMessageIter *it, void *o)
+{
+	(void)o;
+	return put_u64(it, atomic_load(&bd.kv_positions));
+}
+
 static bool p_cpufeat(DBusMessageIter *it, void *o)
 {
 	(void)o;
@@ -190,6 +208,14 @@ static const struct bd_prop manager_props[] = {
 	{ "MaxQueue", "u", p_maxq, BD_PROP_ENGINE },
 	{ "QueueDepth", "u", p_queue, BD_PROP_QUEUE },
 	{ "ActiveRequests", "u", p_active, BD_PROP_QUEUE },
+	{ "Slots", "u", p_slots, BD_PROP_ENGINE },
+	{ "SlotsBusy", "u", p_active, BD_PROP_QUEUE },
+	{ "StepTokens", "u", p_step, BD_PROP_ENGINE },
+	{ "KvBytes", "t", p_kvbytes, BD_PROP_ENGINE },
+	{ "KvPositions", "t", p_kvpos, BD_PROP_LIVE },
+	{ "KvCapacity", "t", p_kvcap, BD_PROP_ENGINE },
+	{ "PrefixCacheHits", "t", p_hits, BD_PROP_COUNTERS },
+	{ "PrefixCachedTokens", "t", p_cached, BD_PROP_COUNTERS },
 	{ "RequestsServed", "t", p_served, BD_PROP_COUNTERS },
 	{ "RequestsRejected", "t", p_rejected, BD_PROP_COUNTERS },
 	{ "RequestsCancelled", "t", p_cancelled, BD_PROP_COUNTERS },
@@ -304,8 +330,8 @@ void bd_reload_finish(void)
 		bn_log(BN_LOG_ERR, "reload failed: %s; still serving the previous model and settings", why);
 	} else {
 		bd.last_reload_error[0] = '\0';
-		bn_log(BN_LOG_NOTICE, "reloaded: kernel %s, %u threads, context %u", bd.info.kernel,
-		       bd.info.threads, bd.info.n_ctx);
+		bn_log(BN_LOG_NOTICE, "reloaded: kernel %s, %u threads, %u slots of context %u",
+		       bd.info.kernel, bd.info.threads, bd.info.slots, bd.info.n_ctx);
 	}
 	bd_props_changed(BD_PROP_ENGINE);
 	if (reload_call) {

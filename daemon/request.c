@@ -366,14 +366,16 @@ DBusMessage *bd_generate(DBusMessage *msg, bool chat)
 
 	/* cheap checks first: a full queue is answered before any tokenizing */
 	pthread_mutex_lock(&bd.lock);
-	bool full = (bd.running || bd.n_queued) && bd.n_queued >= bd.cfg.max_queue;
-	uint32_t queued = bd.n_queued;
+	/* queued requests beyond the free slots are the ones that wait */
+	bool full = bd.n_running + bd.n_queued >= bd.info.slots + bd.cfg.max_queue;
+	uint32_t queued = bd.n_queued, running = bd.n_running;
 	pthread_mutex_unlock(&bd.lock);
 	if (full) {
 		bd.cnt.rejected++;
 		bd_props_changed(BD_PROP_COUNTERS);
-		reply = bd_error_reply(msg, -EAGAIN, "daemon busy: %u requests queued (max_queue %u)",
-		                       queued, bd.cfg.max_queue);
+		reply = bd_error_reply(msg, -EAGAIN, "daemon busy: %u requests queued (max_queue %u), "
+		                       "%u of %u slots running", queued, bd.cfg.max_queue, running,
+		                       bd.info.slots);
 		goto out;
 	}
 
@@ -634,6 +636,16 @@ static void send_finished(struct bd_request *r)
 	bd_dict_add(&d, "generation_seconds", DBUS_TYPE_DOUBLE, &r->st.gen_s);
 	bd_dict_add(&d, "prompt_tokens_per_second", DBUS_TYPE_DOUBLE, &r->st.prompt_tps);
 	bd_dict_add(&d, "tokens_per_second", DBUS_TYPE_DOUBLE, &r->st.gen_tps);
+	/* serving: where the time went, and what the prefix cache saved */
+	u = r->n_cached;
+	bd_dict_add(&d, "cached_tokens", DBUS_TYPE_UINT32, &u);
+	u = r->slot;
+	bd_dict_add(&d, "slot", DBUS_TYPE_UINT32, &u);
+	bd_dict_add(&d, "queue_seconds", DBUS_TYPE_DOUBLE, &r->queue_s);
+	bd_dict_add(&d, "first_token_seconds", DBUS_TYPE_DOUBLE, &r->first_token_s);
+	bd_dict_add(&d, "token_gap_p50_seconds", DBUS_TYPE_DOUBLE, &r->gap_p50);
+	bd_dict_add(&d, "token_gap_p95_seconds", DBUS_TYPE_DOUBLE, &r->gap_p95);
+	bd_dict_add(&d, "token_gap_max_seconds", DBUS_TYPE_DOUBLE, &r->gap_max);
 	const char *k = r->kernel;
 	bd_dict_add(&d, "kernel", DBUS_TYPE_STRING, &k);
 	dbus_uint64_t seed = r->gen.sampling.seed;
@@ -716,16 +728,19 @@ void bd_requests_pump(void)
 		}
 		bd.cnt.tokens_in += r->st.n_prompt;
 		bd.cnt.tokens_out += r->st.n_gen;
-		bn_log(BN_LOG_INFO, "request %u finished: %s, %u prompt + %u generated tokens, %.2f "
-		       "tokens/s", r->id, bn_stop_reason_name(r->st.reason), r->st.n_prompt, r->st.n_gen,
-		       r->st.gen_tps);
+		bd.cnt.cache_hits += r->n_cached > 0;
+		bd.cnt.cached_tokens += r->n_cached;
+		bn_log(BN_LOG_INFO, "request %u finished: %s, %u prompt (%u cached) + %u generated "
+		       "tokens, %.2f tokens/s, first token after %.3f s", r->id,
+		       bn_stop_reason_name(r->st.reason), r->st.n_prompt, r->n_cached, r->st.n_gen,
+		       r->st.gen_tps, r->first_token_s);
 		r->all_next = NULL;
 		request_unlink(r);
 		bd_request_free(r);
 		changed |= BD_PROP_COUNTERS | BD_PROP_QUEUE;
 	}
 	pthread_mutex_lock(&bd.lock);
-	unsigned active = bd.running ? 1 : 0;
+	unsigned active = bd.n_running;
 	pthread_mutex_unlock(&bd.lock);
 	if (active != bd.n_active) {
 		bd.n_active = active;

@@ -1,7 +1,7 @@
-/* The generation thread: it owns the kernel plugin, the worker pool and the context, does
- * every (re)load between requests, and runs the FIFO queue one request at a time through
- * bn_generate (the context has one sequence; more sequences would mean more slots here).
- * It talks to the bus thread only through bd.lock and the eventfd. */
+/* The generation thread: it owns the kernel plugin, the worker pool and the context (one
+ * sequence per slot), does every (re)load while no slot is busy, admits queued requests in
+ * arrival order into free slots and runs the scheduler's steps (sched.c). It talks to the
+ * bus thread only through bd.lock, the requests' cancel flags and the eventfd. */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
 #endif
@@ -22,14 +22,12 @@
 #include "norms.h"
 #include "model.h"
 #include "pool.h"
+#include "sched.h"
 #include "tokenizer.h"
 #include "vocab.h"
 
 /* generation thread only */
-static struct bn_kernel *w_kernel;
-static struct bn_pool *w_pool;
-static struct bn_ctx *w_ctx;
-static struct bd_model *w_model;
+static struct bd_engine w;
 static struct bd_config w_cfg;
 static pthread_t w_thread;
 static bool w_started;
@@ -50,7 +48,7 @@ void bd_model_unref(struct bd_model *m)
 	free(m);
 }
 
-static void wake_bus(void)
+void bd_wake_bus(void)
 {
 	uint64_t one = 1;
 	ssize_t n = write(bd.efd, &one, sizeof(one));
@@ -118,11 +116,11 @@ static bool model_settings_differ(const struct bd_config *a, const struct bd_con
  * failure leaves the old engine serving. */
 static int engine_load(const struct bd_config *c, bool *model_changed, struct bn_error *err)
 {
-	bool first = !w_ctx;
-	struct bd_model *m = w_model;
-	struct bn_kernel *k = w_kernel;
-	struct bn_pool *p = w_pool;
-	struct bn_ctx *ctx = w_ctx;
+	bool first = !w.ctx;
+	struct bd_model *m = w.model;
+	struct bn_kernel *k = w.kernel;
+	struct bn_pool *p = w.pool;
+	struct bn_ctx *ctx = w.ctx;
 	int rc = 0;
 	*model_changed = false;
 
@@ -157,7 +155,7 @@ static int engine_load(const struct bd_config *c, bool *model_changed, struct bn
 			goto fail;
 	}
 	if (strcmp(c->numa, "off") &&
-	    (first || m != w_model || p != w_pool || strcmp(c->numa, w_cfg.numa))) {
+	    (first || m != w.model || p != w.pool || strcmp(c->numa, w_cfg.numa))) {
 		enum bn_numa nm = BN_NUMA_OFF;
 		bn_numa_parse(c->numa, &nm);   /* the config check allowed only valid names */
 		const struct bn_gguf *g = bn_model_gguf(m->model);
@@ -165,147 +163,91 @@ static int engine_load(const struct bd_config *c, bool *model_changed, struct bn
 		if ((rc = bn_pool_place(p, g->base, g->size, nm, err)))
 			goto fail;
 	}
-	if (first || m != w_model || c->context != w_cfg.context) {
-		struct bn_ctx_opts co = { .n_ctx = c->context, .n_seq = 1, .n_batch = 0 };
+	if (first || m != w.model || c->context != w_cfg.context || c->slots != w_cfg.slots ||
+	    c->step_tokens != w_cfg.step_tokens) {
+		/* a step carries up to step_tokens prompt and decode rows, and every slot's
+		 * next token even when that is more */
+		struct bn_ctx_opts co = { .n_ctx = c->context, .n_seq = c->slots,
+		                          .n_batch = c->step_tokens + c->slots };
 		if ((rc = bn_ctx_new(&ctx, m->model, k, p, &co, err)))
 			goto fail;
-	} else {
+	}
+	struct bd_engine ne = { k, p, ctx, m, c->slots, bn_ctx_n_ctx(ctx), c->step_tokens };
+	if (bd_sched_reset(&ne)) {
+		rc = bn_err_set(err, -ENOMEM, "out of memory for %u slots", c->slots);
+		goto fail;
+	}
+	if (ctx == w.ctx) {
 		bn_ctx_set_kernel(ctx, k);
 		bn_ctx_set_pool(ctx, p);
 	}
 	/* commit: release what was replaced */
-	if (ctx != w_ctx)
-		bn_ctx_free(w_ctx);
-	if (p != w_pool)
-		bn_pool_free(w_pool);
-	if (k != w_kernel)
-		bn_kernel_unload(w_kernel);
-	if (m != w_model)
-		bd_model_unref(w_model);
-	w_ctx = ctx;
-	w_pool = p;
-	w_kernel = k;
-	w_model = m;
+	if (ctx != w.ctx)
+		bn_ctx_free(w.ctx);
+	if (p != w.pool)
+		bn_pool_free(w.pool);
+	if (k != w.kernel)
+		bn_kernel_unload(w.kernel);
+	if (m != w.model)
+		bd_model_unref(w.model);
+	w = ne;
 	w_cfg = *c;
-	bn_log(BN_LOG_INFO, "engine: %s, kernel %s, %u threads on CPUs %s, context %u",
-	       bn_model_path(m->model), k->info.name, bn_pool_size(p), bn_pool_cpus(p),
-	       bn_ctx_n_ctx(ctx));
+	uint64_t kv = bn_ctx_kv_bytes(ctx);
+	bn_log(BN_LOG_INFO, "engine: %s, kernel %s, %u threads on CPUs %s; %u slots of %u positions, "
+	       "%u tokens a step; KV cache %.1f MiB reserved (%.1f MiB a slot), committed as it fills",
+	       bn_model_path(m->model), k->info.name, bn_pool_size(p), bn_pool_cpus(p), w.slots,
+	       w.n_ctx, w.step_tokens, kv / 1048576.0, kv / 1048576.0 / w.slots);
 	return 0;
 fail:
-	if (ctx != w_ctx)
+	if (ctx != w.ctx)
 		bn_ctx_free(ctx);
-	if (p != w_pool)
+	if (p != w.pool)
 		bn_pool_free(p);
-	if (k != w_kernel)
+	if (k != w.kernel)
 		bn_kernel_unload(k);
-	if (m != w_model)
+	if (m != w.model)
 		bd_model_unref(m);
+	if (w.ctx && bd_sched_reset(&w))
+		bn_log(BN_LOG_ERR, "out of memory restoring the slots");
 	return rc;
 }
 
-/* ---- streaming ---------------------------------------------------------------------- */
-
-struct run_state {
-	struct bd_request *r;
-	char *buf;          /* [len] text not yet handed to the bus thread */
-	size_t len, cap;
-	unsigned pieces;    /* callbacks since the last hand-over */
-	double last;
-};
-
-static void hand_over(struct run_state *s)
+/* With bd.lock held: what the bus thread shows of the engine. */
+static void publish_info(struct bd_engine_info *in)
 {
-	if (!s->len)
-		return;
-	struct bd_request *r = s->r;
-	pthread_mutex_lock(&bd.lock);
-	if (r->out_len + s->len + 1 > r->out_cap) {
-		size_t cap = (r->out_len + s->len + 1) * 2;
-		char *n = realloc(r->out, cap);
-		if (!n) {
-			pthread_mutex_unlock(&bd.lock);
-			return;
-		}
-		r->out = n;
-		r->out_cap = cap;
-	}
-	memcpy(r->out + r->out_len, s->buf, s->len);
-	r->out_len += s->len;
+	snprintf(in->kernel, sizeof(in->kernel), "%s", w.kernel->info.name);
+	snprintf(in->kernel_variant, sizeof(in->kernel_variant), "%s",
+	         w.kernel->variant ? w.kernel->variant : "");
+	in->n_fallback = w.kernel->n_fallback;
+	in->threads = bn_pool_size(w.pool);
+	snprintf(in->cpus, sizeof(in->cpus), "%s", bn_pool_cpus(w.pool));
+	in->n_ctx = w.n_ctx;
+	in->slots = w.slots;
+	in->step_tokens = w.step_tokens;
+	in->kv_bytes = bn_ctx_kv_bytes(w.ctx);
+}
+
+/* With bd.lock held and no slot busy. */
+static void do_load(void)
+{
+	struct bd_config c = bd.load_cfg;
+	bd.load_pending = false;
 	pthread_mutex_unlock(&bd.lock);
-	s->len = 0;
-	s->pieces = 0;
-	s->last = bn_now();
-	wake_bus();
-}
-
-/* Text comes in whole characters; a few tokens' worth goes out per signal. */
-static int on_text(void *user, const char *text, size_t len)
-{
-	struct run_state *s = user;
-	if (s->len + len > s->cap) {
-		size_t cap = (s->len + len) * 2 + 64;
-		char *n = realloc(s->buf, cap);
-		if (!n)
-			return 1;
-		s->buf = n;
-		s->cap = cap;
-	}
-	memcpy(s->buf + s->len, text, len);
-	s->len += len;
-	if (++s->pieces >= 4 || bn_now() - s->last > 0.05)
-		hand_over(s);
-	return 0;
-}
-
-static bool on_cancel(void *user)
-{
-	struct run_state *s = user;
-	return atomic_load(&s->r->cancel);
-}
-
-static void run_request(struct bd_request *r)
-{
 	struct bn_error err = { 0 };
-	struct run_state s = { .r = r, .last = bn_now() };
-	snprintf(r->kernel, sizeof(r->kernel), "%s", w_kernel->info.name);
-	snprintf(r->kernel_variant, sizeof(r->kernel_variant), "%s",
-	         w_kernel->variant ? w_kernel->variant : "");
-	r->threads = bn_pool_size(w_pool);
-	snprintf(r->cpus, sizeof(r->cpus), "%s", bn_pool_cpus(w_pool));
-	struct bn_model_identity id;
-	bn_model_identity(w_model->model, &id);
-	snprintf(r->model_path, sizeof(r->model_path), "%s", id.path);
-	r->model_size = id.size;
-	snprintf(r->arch, sizeof(r->arch), "%s", id.arch);
-	snprintf(r->weight_type, sizeof(r->weight_type), "%s", id.weight_type);
-	r->file_type = id.file_type;
-	memcpy(r->header_sha256, id.header_sha256, sizeof(r->header_sha256));
-	size_t nc;
-	bn_model_corrections(w_model->model, &nc);
-	r->n_corrections = (uint32_t)nc;
-	r->strict = w_model->cfg.strict;
-	if (r->m != w_model) {
-		/* queued before a model reload: the ids belong to the old vocabulary */
-		free(r->ids);
-		r->ids = NULL;
-		r->rc = bn_tokenize(w_model->tok, r->text, r->text_len, r->add_bos, r->parse_special,
-		                    &r->ids, &r->n_ids, &err);
-		if (r->rc)
-			goto out;
+	bool changed = false;
+	int rc = engine_load(&c, &changed, &err);
+	pthread_mutex_lock(&bd.lock);
+	bd.load_done = true;
+	bd.load_rc = rc;
+	snprintf(bd.load_err, sizeof(bd.load_err), "%s", rc ? err.msg : "");
+	bd.load_model_changed = changed;
+	if (!rc) {
+		bd_model_unref(bd.load_model);
+		bd.load_model = bd_model_ref(w.model);
+		publish_info(&bd.load_info);
+		atomic_store(&bd.kv_positions, 0);
 	}
-	struct bn_gen_io io = { on_text, on_cancel, NULL, &s };
-	r->rc = bn_generate(w_ctx, 0, w_model->tok, r->ids, r->n_ids, &r->gen, &io, &r->st, &err);
-	hand_over(&s);
-out:
-	if (r->rc) {
-		if (r->rc == -ENOSPC)
-			r->st.reason = BN_STOP_CONTEXT_FULL;
-		else
-			r->st.reason = BN_STOP_ERROR;
-		snprintf(r->err, sizeof(r->err), "%s", err.msg);
-		bn_log(BN_LOG_WARNING, "request %u: %s", r->id, err.msg);
-	}
-	free(s.buf);
+	bd_wake_bus();
 }
 
 static void *worker_main(void *arg)
@@ -313,64 +255,46 @@ static void *worker_main(void *arg)
 	(void)arg;
 	pthread_mutex_lock(&bd.lock);
 	for (;;) {
-		if (bd.load_pending) {
-			struct bd_config c = bd.load_cfg;
-			bd.load_pending = false;
-			pthread_mutex_unlock(&bd.lock);
-			struct bn_error err = { 0 };
-			bool changed = false;
-			int rc = engine_load(&c, &changed, &err);
-			pthread_mutex_lock(&bd.lock);
-			bd.load_done = true;
-			bd.load_rc = rc;
-			snprintf(bd.load_err, sizeof(bd.load_err), "%s", rc ? err.msg : "");
-			bd.load_model_changed = changed;
-			if (!rc) {
-				bd_model_unref(bd.load_model);
-				bd.load_model = bd_model_ref(w_model);
-				struct bd_engine_info *in = &bd.load_info;
-				snprintf(in->kernel, sizeof(in->kernel), "%s", w_kernel->info.name);
-				snprintf(in->kernel_variant, sizeof(in->kernel_variant), "%s",
-				         w_kernel->variant ? w_kernel->variant : "");
-				in->n_fallback = w_kernel->n_fallback;
-				in->threads = bn_pool_size(w_pool);
-				snprintf(in->cpus, sizeof(in->cpus), "%s", bn_pool_cpus(w_pool));
-				in->n_ctx = bn_ctx_n_ctx(w_ctx);
-			}
-			wake_bus();
+		uint32_t busy = bd_sched_busy();
+		/* a reload waits for the running requests; queued ones wait for it */
+		if (bd.load_pending && !busy) {
+			do_load();
 			continue;
 		}
-		if (bd.quit)
+		/* stopping: the requests were cancelled and end at their next step */
+		if (bd.quit && !busy)
 			break;
-		struct bd_request *r = bd.qhead;
-		if (!r || !w_ctx) {
+		struct bd_request *r = NULL;
+		if (!bd.load_pending && !bd.quit && w.ctx && bd.qhead && bd_sched_free_slots()) {
+			r = bd.qhead;
+			bd.qhead = r->next;
+			if (!bd.qhead)
+				bd.qtail = NULL;
+			r->next = NULL;
+			bd.n_queued--;
+			bd.n_running++;
+			r->state = BD_REQ_RUNNING;
+		}
+		if (!r && !busy) {
 			pthread_cond_wait(&bd.cond, &bd.lock);
 			continue;
 		}
-		bd.qhead = r->next;
-		if (!bd.qhead)
-			bd.qtail = NULL;
-		r->next = NULL;
-		bd.n_queued--;
-		bd.running = r;
-		r->state = BD_REQ_RUNNING;
 		pthread_mutex_unlock(&bd.lock);
-		wake_bus();
-		run_request(r);
+		if (r) {
+			bd_wake_bus();
+			bd_sched_admit(&w, r);   /* every free slot fills before the next step */
+		} else {
+			bd_sched_step(&w);
+		}
 		pthread_mutex_lock(&bd.lock);
-		r->state = BD_REQ_DONE;
-		bd.running = NULL;
-		wake_bus();
 	}
 	pthread_mutex_unlock(&bd.lock);
-	bn_ctx_free(w_ctx);
-	bn_pool_free(w_pool);
-	bn_kernel_unload(w_kernel);
-	bd_model_unref(w_model);
-	w_ctx = NULL;
-	w_pool = NULL;
-	w_kernel = NULL;
-	w_model = NULL;
+	bd_sched_free();
+	bn_ctx_free(w.ctx);
+	bn_pool_free(w.pool);
+	bn_kernel_unload(w.kernel);
+	bd_model_unref(w.model);
+	memset(&w, 0, sizeof(w));
 	return NULL;
 }
 

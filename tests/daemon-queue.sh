@@ -1,13 +1,14 @@
 #!/bin/sh
-# max_queue = 2 with six concurrent clients: the extra ones get Busy at once, the rest
-# complete; a client killed mid-stream has its request cancelled and counted.
+# slots = 1 behaves as the one-request daemon did: max_queue = 2 with six concurrent
+# clients, the extra ones get Busy at once, the rest complete; a client killed mid-stream
+# has its request cancelled and counted. (tests/daemon-slots.sh covers several slots.)
 . "${top_srcdir:-$(dirname "$0")/..}/tests/daemon-lib.sh"
 need_dbus
 make_model
 MAX_QUEUE=2
 # the scalar plugin is slow enough (hundreds of tokens per second on the tiny model) that
 # all six clients are in before the first request finishes; SIMD plugins are not
-write_config "$T/bitnetd.conf" && sed -i 's|^\[engine\]|[engine]\nplugin = scalar|' "$T/bitnetd.conf"
+write_config "$T/bitnetd.conf" "slots = 1" && sed -i 's|^\[engine\]|[engine]\nplugin = scalar|' "$T/bitnetd.conf"
 start_bus
 start_daemon "$T/bitnetd.conf"
 
@@ -31,7 +32,7 @@ for i in 1 2 3 4 5 6; do
 	case $rc in
 	0) done=$((done + 1)) ;;
 	4) busy=$((busy + 1))
-	   grep -q "daemon busy: 2 requests queued" "$T/c$i.err" || fail "Busy message: $(cat "$T/c$i.err")"
+	   grep -q "daemon busy: 2 requests queued (max_queue 2), 1 of 1 slots running" "$T/c$i.err" || fail "Busy message: $(cat "$T/c$i.err")"
 	   [ "$(cat "$T/c$i.ms")" -lt 2000 ] || fail "Busy took $(cat "$T/c$i.ms") ms"
 	   ;;
 	*) fail "client $i exited $rc: $(cat "$T/c$i.err")" ;;
