@@ -701,8 +701,15 @@ static int cmd_status(int argc, char **argv)
 		printf("Kernel:      %s\n", jstr(p, "Kernel"));
 		printf("CPUs:        %s (%s threads); features: %s\n", jstr(p, "Cpus"), jstr(p, "Threads"),
 		       jstr(p, "CpuFeatures"));
-		printf("Queue:       %s waiting, %s running (max_queue %s)\n", jstr(p, "QueueDepth"),
-		       jstr(p, "ActiveRequests"), jstr(p, "MaxQueue"));
+		printf("Slots:       %s of %s busy, %s tokens a step; %s waiting (max_queue %s)\n",
+		       jstr(p, "SlotsBusy"), jstr(p, "Slots"), jstr(p, "StepTokens"),
+		       jstr(p, "QueueDepth"), jstr(p, "MaxQueue"));
+		json_object *kb = NULL;
+		json_object_object_get_ex(p, "KvBytes", &kb);
+		printf("KV cache:    %s of %s positions held, %.1f MiB reserved\n", jstr(p, "KvPositions"),
+		       jstr(p, "KvCapacity"), kb ? (double)json_object_get_int64(kb) / 1048576.0 : 0.0);
+		printf("Prefix:      %s requests reused %s cached prompt tokens\n",
+		       jstr(p, "PrefixCacheHits"), jstr(p, "PrefixCachedTokens"));
 		printf("Requests:    %s served, %s rejected, %s cancelled, %s failed\n",
 		       jstr(p, "RequestsServed"), jstr(p, "RequestsRejected"), jstr(p, "RequestsCancelled"),
 		       jstr(p, "RequestsFailed"));
