@@ -293,200 +293,175 @@ static DBusMessage *check_prompt(DBusMessage *msg, const char *what, const char 
 	return NULL;
 }
 
-DBusMessage *bd_generate(DBusMessage *msg, bool chat)
+/* Chat's a(ss) at it into msgs [n] (pointers into msg), each role and content checked. */
+static DBusMessage *read_messages(DBusMessage *msg, DBusMessageIter *it, struct bn_chat_msg **out,
+                                  size_t *n_out)
 {
-	DBusMessage *e;
-	struct bn_error err = { 0 };
-	if ((e = not_ready(msg)))
-		return e;
-	DBusMessageIter it;
-	dbus_message_iter_init(msg, &it);
-	const char *prompt = NULL;
-	struct bn_chat_msg *msgs = NULL;   /* [n_msgs] pointers into msg */
-	size_t n_msgs = 0;
-	char *rendered = NULL;
-	int32_t *ids = NULL;
-	size_t n_ids = 0;
-	struct gen_req_opts o;
-	struct bd_request *r = NULL;
+	DBusMessageIter a, s;
+	struct bn_chat_msg *msgs = NULL;   /* [n] */
+	size_t n = 0, cap = 0, total = 0;
 	DBusMessage *reply = NULL;
-
-	if (!chat) {
-		dbus_message_iter_get_basic(&it, &prompt);
-		if ((reply = check_prompt(msg, "the prompt", prompt, strlen(prompt), false)))
-			goto out;
-	} else {
-		DBusMessageIter a, s;
-		dbus_message_iter_recurse(&it, &a);
-		size_t total = 0, cap = 0;
-		for (; dbus_message_iter_get_arg_type(&a) == DBUS_TYPE_STRUCT; dbus_message_iter_next(&a)) {
-			if (n_msgs == cap) {
-				cap = cap ? cap * 2 : 8;
-				struct bn_chat_msg *nm = realloc(msgs, cap * sizeof(*nm));
-				if (!nm) {
-					reply = bd_error_reply(msg, -ENOMEM, "out of memory");
-					goto out;
-				}
-				msgs = nm;
+	dbus_message_iter_recurse(it, &a);
+	for (; dbus_message_iter_get_arg_type(&a) == DBUS_TYPE_STRUCT; dbus_message_iter_next(&a)) {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 8;
+			struct bn_chat_msg *nm = realloc(msgs, cap * sizeof(*nm));
+			if (!nm) {
+				reply = bd_error_reply(msg, -ENOMEM, "out of memory");
+				goto fail;
 			}
-			dbus_message_iter_recurse(&a, &s);
-			dbus_message_iter_get_basic(&s, &msgs[n_msgs].role);
-			dbus_message_iter_next(&s);
-			dbus_message_iter_get_basic(&s, &msgs[n_msgs].content);
-			const char *role = msgs[n_msgs].role;
-			if (!bd_utf8_ok(role, strlen(role)) || (strcmp(role, "system") && strcmp(role, "user") &&
-			                                        strcmp(role, "assistant"))) {
-				reply = bd_error_reply(msg, -EINVAL, "message %zu: role '%s' is not system, user "
-				                       "or assistant", n_msgs,
-				                       bd_utf8_ok(role, strlen(role)) ? role : "(invalid UTF-8)");
-				goto out;
-			}
-			size_t cl = strlen(msgs[n_msgs].content);
-			if (!bd_utf8_ok(msgs[n_msgs].content, cl)) {
-				reply = bd_error_reply(msg, -EILSEQ, "message %zu: content is not valid UTF-8",
-				                       n_msgs);
-				goto out;
-			}
-			total += cl;
-			n_msgs++;
+			msgs = nm;
 		}
-		if (!n_msgs) {
-			reply = bd_error_reply(msg, -EINVAL, "messages: the list is empty");
-			goto out;
+		dbus_message_iter_recurse(&a, &s);
+		dbus_message_iter_get_basic(&s, &msgs[n].role);
+		dbus_message_iter_next(&s);
+		dbus_message_iter_get_basic(&s, &msgs[n].content);
+		const char *role = msgs[n].role;
+		if (!bd_utf8_ok(role, strlen(role)) || (strcmp(role, "system") && strcmp(role, "user") &&
+		                                        strcmp(role, "assistant"))) {
+			reply = bd_error_reply(msg, -EINVAL, "message %zu: role '%s' is not system, user "
+			                       "or assistant", n,
+			                       bd_utf8_ok(role, strlen(role)) ? role : "(invalid UTF-8)");
+			goto fail;
 		}
-		if (total > bd.cfg.max_prompt_bytes) {
-			reply = bd_error_reply(msg, -E2BIG, "messages of %zu bytes exceed max_prompt_bytes %u",
-			                       total, bd.cfg.max_prompt_bytes);
-			goto out;
+		size_t cl = strlen(msgs[n].content);
+		if (!bd_utf8_ok(msgs[n].content, cl)) {
+			reply = bd_error_reply(msg, -EILSEQ, "message %zu: content is not valid UTF-8", n);
+			goto fail;
 		}
+		total += cl;
+		n++;
 	}
-	dbus_message_iter_next(&it);
-	if ((reply = opts_parse(msg, &it, gen_opts, &o)))
-		goto out;
-
-	/* cheap checks first: a full queue is answered before any tokenizing */
-	pthread_mutex_lock(&bd.lock);
-	/* queued requests beyond the free slots are the ones that wait */
-	bool full = bd.n_running + bd.n_queued >= bd.info.slots + bd.cfg.max_queue;
-	uint32_t queued = bd.n_queued, running = bd.n_running;
-	pthread_mutex_unlock(&bd.lock);
-	if (full) {
-		bd.cnt.rejected++;
-		bd_props_changed(BD_PROP_COUNTERS);
-		reply = bd_error_reply(msg, -EAGAIN, "daemon busy: %u requests queued (max_queue %u), "
-		                       "%u of %u slots running", queued, bd.cfg.max_queue, running,
-		                       bd.info.slots);
-		goto out;
+	if (!n) {
+		reply = bd_error_reply(msg, -EINVAL, "messages: the list is empty");
+		goto fail;
 	}
+	if (total > bd.cfg.max_prompt_bytes) {
+		reply = bd_error_reply(msg, -E2BIG, "messages of %zu bytes exceed max_prompt_bytes %u",
+		                       total, bd.cfg.max_prompt_bytes);
+		goto fail;
+	}
+	*out = msgs;
+	*n_out = n;
+	return NULL;
+fail:
+	free(msgs);
+	return reply;
+}
 
-	struct bd_model *m = bd.model;
+/* A request's prompt as the engine gets it. */
+struct prompt {
+	char *rendered;          /* owned: the chat rendering, NULL for a raw prompt */
+	const char *text;        /* [len] what is tokenized */
+	size_t len;
+	bool add_bos, special;
+	int32_t *ids;            /* [n_ids] owned */
+	size_t n_ids;
+};
+
+/* Renders (chat formats) and tokenizes; adds the format's default stop string to o. */
+static DBusMessage *prompt_make(DBusMessage *msg, struct bd_model *m, bool chat, const char *raw,
+                                const struct bn_chat_msg *msgs, size_t n_msgs,
+                                struct gen_req_opts *o, struct prompt *p)
+{
+	struct bn_error err = { 0 };
 	enum bn_chat_format fmt = BN_CHAT_RAW;
-	if (o.template_name) {
+	if (o->template_name) {
 		bool is_auto;
-		bn_chat_format_parse(o.template_name, &fmt, &is_auto);
+		bn_chat_format_parse(o->template_name, &fmt, &is_auto);
 		if (is_auto)
 			fmt = m->chat_fmt;
 	} else if (chat) {
 		fmt = m->chat_fmt;
 	}
-	if (!chat && fmt == BN_CHAT_RAW && o.system) {
-		reply = bd_error_reply(msg, -EINVAL, "option system: needs a chat template (template is "
-		                       "raw)");
-		goto out;
-	}
-	const char *text;
-	size_t text_len;
-	bool add_bos, special;
-	int rc = 0;
+	if (!chat && fmt == BN_CHAT_RAW && o->system)
+		return bd_error_reply(msg, -EINVAL, "option system: needs a chat template (template is "
+		                      "raw)");
+	int rc;
 	if (fmt == BN_CHAT_RAW && !chat) {
-		text = prompt;
-		text_len = strlen(prompt);
-		add_bos = bn_tokenizer_add_bos(m->tok);
-		special = false;
+		p->text = raw;
+		p->len = strlen(raw);
+		p->add_bos = bn_tokenizer_add_bos(m->tok);
+		p->special = false;
 	} else {
-		struct bn_chat_msg one = { "user", prompt };
-		rc = bn_chat_render(fmt, chat ? msgs : &one, chat ? n_msgs : 1, o.system, &rendered, &err);
-		if (rc) {
-			reply = bd_error_reply(msg, rc, "%s", err.msg);
-			goto out;
-		}
-		text = rendered;
-		text_len = strlen(rendered);
+		struct bn_chat_msg one = { "user", raw };
+		if ((rc = bn_chat_render(fmt, chat ? msgs : &one, chat ? n_msgs : 1, o->system,
+		                         &p->rendered, &err)))
+			return bd_error_reply(msg, rc, "%s", err.msg);
+		p->text = p->rendered;
+		p->len = strlen(p->rendered);
 		/* raw chat: contents are plain text; chat formats carry special-token text */
-		special = fmt != BN_CHAT_RAW;
-		add_bos = !bn_chat_adds_bos(fmt) && bn_tokenizer_add_bos(m->tok);
+		p->special = fmt != BN_CHAT_RAW;
+		p->add_bos = !bn_chat_adds_bos(fmt) && bn_tokenizer_add_bos(m->tok);
 		const char *def = bn_chat_default_stop(fmt);
-		if (def && o.n_stops < BN_STOP_MAX_STRINGS)
-			o.stops[o.n_stops++] = def;
+		if (def && o->n_stops < BN_STOP_MAX_STRINGS)
+			o->stops[o->n_stops++] = def;
 	}
-	if ((rc = bn_tokenize(m->tok, text, text_len, add_bos, special, &ids, &n_ids, &err))) {
-		reply = bd_error_reply(msg, rc, "%s", err.msg);
-		goto out;
-	}
-	if (!n_ids) {
-		reply = bd_error_reply(msg, -EINVAL, "the prompt gives no tokens");
-		goto out;
-	}
-	if (n_ids >= bd.info.n_ctx) {
+	if ((rc = bn_tokenize(m->tok, p->text, p->len, p->add_bos, p->special, &p->ids, &p->n_ids,
+	                      &err)))
+		return bd_error_reply(msg, rc, "%s", err.msg);
+	if (!p->n_ids)
+		return bd_error_reply(msg, -EINVAL, "the prompt gives no tokens");
+	if (p->n_ids >= bd.info.n_ctx) {
 		bd.cnt.rejected++;
 		bd_props_changed(BD_PROP_COUNTERS);
-		reply = bd_error_reply(msg, -ENOSPC, "prompt of %zu tokens does not fit the context of %u "
-		                       "tokens (one position is needed to generate)", n_ids, bd.info.n_ctx);
-		goto out;
+		return bd_error_reply(msg, -ENOSPC, "prompt of %zu tokens does not fit the context of "
+		                      "%u tokens (one position is needed to generate)", p->n_ids,
+		                      bd.info.n_ctx);
 	}
-	if (!o.seed_set && getrandom(&o.gen.sampling.seed, sizeof(o.gen.sampling.seed), 0) !=
-	                   (ssize_t)sizeof(o.gen.sampling.seed))
-		o.gen.sampling.seed = (uint64_t)bn_now();
-	if (bn_sampler_opts_check(&o.gen.sampling, &err)) {
-		reply = bd_error_reply(msg, -ERANGE, "%s", err.msg);
-		goto out;
-	}
+	return NULL;
+}
 
-	r = calloc(1, sizeof(*r));
+/* The request object with owned copies of everything the generation thread reads. */
+static struct bd_request *request_new(DBusMessage *msg, struct bd_model *m, struct prompt *p,
+                                      const struct gen_req_opts *o)
+{
+	struct bd_request *r = calloc(1, sizeof(*r));
 	if (!r || !(r->owner = strdup(dbus_message_get_sender(msg))) ||
-	    !(r->text = malloc(text_len + 1)) ||
-	    (o.n_stops && !(r->stops = calloc(o.n_stops, sizeof(char *))))) {
-		reply = bd_error_reply(msg, -ENOMEM, "out of memory");
-		goto out;
-	}
-	memcpy(r->text, text, text_len);
-	r->text[text_len] = '\0';
-	r->text_len = text_len;
-	r->add_bos = add_bos;
-	r->parse_special = special;
-	for (size_t i = 0; i < o.n_stops; i++, r->n_stops++)
-		if (!(r->stops[i] = strdup(o.stops[i]))) {
-			reply = bd_error_reply(msg, -ENOMEM, "out of memory");
-			goto out;
-		}
-	r->gen = o.gen;
+	    !(r->text = malloc(p->len + 1)) ||
+	    (o->n_stops && !(r->stops = calloc(o->n_stops, sizeof(char *)))))
+		goto fail;
+	memcpy(r->text, p->text, p->len);
+	r->text[p->len] = '\0';
+	r->text_len = p->len;
+	r->add_bos = p->add_bos;
+	r->parse_special = p->special;
+	for (size_t i = 0; i < o->n_stops; i++, r->n_stops++)
+		if (!(r->stops[i] = strdup(o->stops[i])))
+			goto fail;
+	r->gen = o->gen;
 	r->gen.stops = (const char *const *)r->stops;
 	r->gen.n_stops = r->n_stops;
-	r->ids = ids;
-	r->n_ids = n_ids;
-	ids = NULL;
+	r->ids = p->ids;
+	r->n_ids = p->n_ids;
+	p->ids = NULL;
 	r->m = bd_model_ref(m);
+	atomic_init(&r->cancel, false);
+	r->state = BD_REQ_QUEUED;
+	return r;
+fail:
+	bd_request_free(r);
+	return NULL;
+}
+
+/* Answers the call with r's path, then queues r: the reply goes out before any Text. */
+static bool request_submit(DBusMessage *msg, struct bd_request *r)
+{
 	r->id = ++bd.next_id;
 	snprintf(r->path, sizeof(r->path), BD_REQ_PATH "/%u", r->id);
 	r->t_queued = bn_now();
-	atomic_init(&r->cancel, false);
-	r->state = BD_REQ_QUEUED;
-
-	reply = dbus_message_new_method_return(msg);
+	DBusMessage *reply = dbus_message_new_method_return(msg);
 	const char *path = r->path;
 	if (!reply || !dbus_message_append_args(reply, DBUS_TYPE_OBJECT_PATH, &path, DBUS_TYPE_INVALID)) {
 		if (reply)
 			dbus_message_unref(reply);
-		reply = NULL;
-		goto out;
+		return false;
 	}
 	if (!owner_requests(r->owner))
 		owner_watch(r->owner, true);
 	r->all_next = bd.all;
 	bd.all = r;
-	/* the reply goes out before any Text signal of this request */
 	bd_send(reply);
-	reply = NULL;
 	pthread_mutex_lock(&bd.lock);
 	if (bd.qtail)
 		bd.qtail->next = r;
@@ -499,18 +474,69 @@ DBusMessage *bd_generate(DBusMessage *msg, bool chat)
 	bn_log(BN_LOG_INFO, "request %u from %s: %zu prompt tokens, max_tokens %u", r->id, r->owner,
 	       r->n_ids, r->gen.max_tokens);
 	bd_props_changed(BD_PROP_QUEUE);
-	r = NULL;
-	free(msgs);
-	free(rendered);
-	/* already answered: tell the dispatcher not to reply again */
-	return NULL;
-out:
-	bd_request_free(r);
-	free(ids);
-	free(msgs);
-	free(rendered);
-	if (!reply)
+	return true;
+}
+
+/* Busy when every slot runs and max_queue requests wait: answered before any tokenizing. */
+static DBusMessage *check_busy(DBusMessage *msg)
+{
+	pthread_mutex_lock(&bd.lock);
+	/* queued requests beyond the free slots are the ones that wait */
+	bool full = bd.n_running + bd.n_queued >= bd.info.slots + bd.cfg.max_queue;
+	uint32_t queued = bd.n_queued, running = bd.n_running;
+	pthread_mutex_unlock(&bd.lock);
+	if (!full)
+		return NULL;
+	bd.cnt.rejected++;
+	bd_props_changed(BD_PROP_COUNTERS);
+	return bd_error_reply(msg, -EAGAIN, "daemon busy: %u requests queued (max_queue %u), %u of "
+	                      "%u slots running", queued, bd.cfg.max_queue, running, bd.info.slots);
+}
+
+DBusMessage *bd_generate(DBusMessage *msg, bool chat)
+{
+	struct bn_error err = { 0 };
+	DBusMessage *reply;
+	if ((reply = not_ready(msg)))
+		return reply;
+	DBusMessageIter it;
+	dbus_message_iter_init(msg, &it);
+	const char *prompt = NULL;
+	struct bn_chat_msg *msgs = NULL;   /* [n_msgs] pointers into msg */
+	size_t n_msgs = 0;
+	struct prompt p = { 0 };
+	struct gen_req_opts o;
+	struct bd_request *r = NULL;
+
+	if (!chat) {
+		dbus_message_iter_get_basic(&it, &prompt);
+		reply = check_prompt(msg, "the prompt", prompt, strlen(prompt), false);
+	} else {
+		reply = read_messages(msg, &it, &msgs, &n_msgs);
+	}
+	if (reply)
+		goto out;
+	dbus_message_iter_next(&it);
+	if ((reply = opts_parse(msg, &it, gen_opts, &o)) || (reply = check_busy(msg)) ||
+	    (reply = prompt_make(msg, bd.model, chat, prompt, msgs, n_msgs, &o, &p)))
+		goto out;
+	if (!o.seed_set && getrandom(&o.gen.sampling.seed, sizeof(o.gen.sampling.seed), 0) !=
+	                   (ssize_t)sizeof(o.gen.sampling.seed))
+		o.gen.sampling.seed = (uint64_t)bn_now();
+	if (bn_sampler_opts_check(&o.gen.sampling, &err)) {
+		reply = bd_error_reply(msg, -ERANGE, "%s", err.msg);
+		goto out;
+	}
+	if (!(r = request_new(msg, bd.model, &p, &o)) || !request_submit(msg, r)) {
+		bd_request_free(r);
 		reply = bd_error_reply(msg, -ENOMEM, "out of memory");
+		goto out;
+	}
+	/* already answered: tell the dispatcher not to reply again */
+out:
+	free(p.ids);
+	free(p.rendered);
+	free(msgs);
 	return reply;
 }
 
