@@ -70,7 +70,7 @@ static const struct key keys[] = {
 	{ "server", "slots", K_UINT, OFF(slots), 0, 1, 256, NULL, "4",
 	  "requests generated at once, each in its own sequence of context positions (KV memory "
 	  "grows with slots x context; it is committed as it fills)" },
-	{ "server", "step_tokens", K_UINT, OFF(step_tokens), 0, 1, 16384, NULL, "128",
+	{ "server", "step_tokens", K_UINT, OFF(step_tokens), 0, 1, 16384, NULL, "64",
 	  "tokens per scheduler step: every running request's next token plus chunks of new "
 	  "prompts; smaller keeps streams flowing while a long prompt is read" },
 	{ "server", "max_queue", K_UINT, OFF(max_queue), 0, 0, 4096, NULL, "16",
