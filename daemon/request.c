@@ -709,6 +709,28 @@ static void send_finished(struct bd_request *r)
 	bd_send(m);
 }
 
+/* D-Bus strings cannot carry U+0000, which a model can generate (a byte token 0x00):
+ * each one goes out as U+FFFD, the same wherever the signal boundaries fall. */
+static char *nul_to_fffd(const char *s, size_t len)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < len; i++)
+		n += s[i] ? 1 : 3;
+	char *o = malloc(n + 1), *p = o;
+	if (!o)
+		return NULL;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i]) {
+			*p++ = s[i];
+		} else {
+			memcpy(p, "\xef\xbf\xbd", 3);
+			p += 3;
+		}
+	}
+	*p = '\0';
+	return o;
+}
+
 void bd_requests_pump(void)
 {
 	struct bd_request *done = NULL;
@@ -718,10 +740,15 @@ void bd_requests_pump(void)
 	for (struct bd_request *r = bd.all; r; r = r->all_next) {
 		if (r->out_len) {
 			r->out[r->out_len] = '\0';
-			if (dbus_validate_utf8(r->out, NULL))
-				send_text(r, r->out);
+			char *fixed = NULL;
+			const char *t = r->out;
+			if (memchr(r->out, '\0', r->out_len) && !(t = fixed = nul_to_fffd(r->out, r->out_len)))
+				bn_log(BN_LOG_ERR, "request %u: out of memory: text dropped", r->id);
+			else if (dbus_validate_utf8(t, NULL))
+				send_text(r, t);
 			else
 				bn_log(BN_LOG_ERR, "request %u: dropped text that is not valid UTF-8", r->id);
+			free(fixed);
 			r->out_len = 0;
 		}
 	}

@@ -99,8 +99,8 @@ opts() {   # opts MODE I: the sampling options
 }
 
 for mode in greedy seeded; do
-	# the reference: the offline tool on the same engine. Text with a NUL byte cannot travel
-	# in a D-Bus string, so these prompts were chosen to give none.
+	# the reference: the offline tool on the same engine. A NUL byte travels as U+FFFD (see
+	# below), so these prompts were chosen to give none and compare byte for byte.
 	for i in 1 2 3 4; do
 		# shellcheck disable=SC2046
 		timeout 60 "$BITNET" run --model "$MODEL" --plugin-dir "$PLUGIN_DIR" --threads 1 \
@@ -208,6 +208,20 @@ for mode in greedy seeded; do
 		ok "continuation: $cct of $cpt prompt tokens from the cache (the first turn had $ppt), same text as cold and as bitnet run"
 	fi
 done
+# U+0000 cannot travel in a D-Bus string: the daemon sends U+FFFD for it, the same wherever
+# the Text signals are cut (this prompt makes the tiny model emit the byte token 0x00)
+timeout 60 "$BITNET" run --model "$MODEL" --plugin-dir "$PLUGIN_DIR" --threads 1 --greedy \
+	--template raw --max-tokens 64 --prompt "slot three says hello" > "$T/nul.ref" 2> "$T/run.err" ||
+	fail "bitnet run: $(cat "$T/run.err")"
+tr -d '\000' < "$T/nul.ref" | cmp -s - "$T/nul.ref" && fail "the NUL prompt gives no NUL any more"
+sed 's/\x00/\xef\xbf\xbd/g' "$T/nul.ref" > "$T/nul.want"
+for k in 1 2 3 4 5; do
+	ctl generate --greedy --max-tokens 64 "slot three says hello" > "$T/nul.$k" || fail "NUL prompt"
+	cmp -s "$T/nul.$k" "$T/nul.want" ||
+		fail "text with a NUL: run $k gave $(wc -c < "$T/nul.$k") bytes, expected $(wc -c < "$T/nul.want")"
+done
+ok "a generated U+0000 arrives as U+FFFD, all $(wc -c < "$T/nul.want") bytes, 5 runs alike"
+
 hits=$(prop PrefixCacheHits)
 [ "$hits" -gt 0 ] && [ "$(prop PrefixCachedTokens)" -gt 0 ] ||
 	fail "PrefixCacheHits $hits, PrefixCachedTokens $(prop PrefixCachedTokens)"
