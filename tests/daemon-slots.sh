@@ -274,15 +274,15 @@ c0=$(prop RequestsCancelled)
 leak_round warmup 12
 poll 10 prop_is RequestsCancelled $((c0 + 8)) || fail "warm-up: RequestsCancelled $(prop RequestsCancelled), expected $((c0 + 8))"
 fd0=$(fds) th0=$(threads) rss0=$(rss) s0=$(prop RequestsServed) c0=$(prop RequestsCancelled)
-leak_round main 36
-poll 10 prop_is RequestsCancelled $((c0 + 24)) || fail "RequestsCancelled $(prop RequestsCancelled), expected $((c0 + 24)) after 24 cancelled"
+leak_round main 126   # 504 requests, every sixth cancelled
+poll 10 prop_is RequestsCancelled $((c0 + 84)) || fail "RequestsCancelled $(prop RequestsCancelled), expected $((c0 + 84)) after 84 cancelled"
 fd1=$(fds) th1=$(threads) rss1=$(rss) s1=$(prop RequestsServed)
-[ "$fd1" = "$fd0" ] || fail "fds: $fd0 before, $fd1 after 144 requests: $(ls -l "/proc/$DAEMON_PID/fd")"
+[ "$fd1" = "$fd0" ] || fail "fds: $fd0 before, $fd1 after 504 requests: $(ls -l "/proc/$DAEMON_PID/fd")"
 [ "$th1" = "$th0" ] || fail "threads: $th0 before, $th1 after"
 [ $((rss1 - rss0)) -lt 8192 ] || fail "VmRSS grew from $rss0 kB to $rss1 kB"
-[ $((s1 - s0)) = 120 ] || fail "RequestsServed grew by $((s1 - s0)), expected 120"
+[ $((s1 - s0)) = 420 ] || fail "RequestsServed grew by $((s1 - s0)), expected 420"
 lap
-ok "144 requests (24 cancelled: 12 Ctrl-C, 12 killed; served $((s1 - s0))): fds $fd0 -> $fd1, threads $th0 -> $th1, VmRSS $rss0 -> $rss1 kB$LAP"
+ok "504 requests (84 cancelled: 44 Ctrl-C, 40 killed; served $((s1 - s0))): fds $fd0 -> $fd1, threads $th0 -> $th1, VmRSS $rss0 -> $rss1 kB$LAP"
 stop_daemon
 
 # =====================================================================================
