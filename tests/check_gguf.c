@@ -988,12 +988,12 @@ END_TEST
 
 START_TEST(test_golden)
 {
-	const char *shared = getenv("SHARED_DIR");
+	const char *shared = getenv("TEST_DATA");
 	char pat[4096];
 	struct stat st;
 	if (!shared || snprintf(pat, sizeof(pat), "%s/golden", shared) >= (int)sizeof(pat) ||
 	    stat(pat, &st) != 0) {
-		fprintf(stderr, "check_gguf: SHARED_DIR/golden absent, golden models not checked\n");
+		fprintf(stderr, "check_gguf: TEST_DATA/golden absent, golden models not checked\n");
 		return;
 	}
 	snprintf(pat, sizeof(pat), "%s/golden/*.gguf", shared);

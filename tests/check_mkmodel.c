@@ -1,6 +1,6 @@
 /* lib/mkmodel.c and lib/gguf_write.c: models written to a temp dir are read back with the
  * GGUF reader and checked key by key, tensor by tensor, and decoded through lib/quant.c.
- * With SHARED_DIR, the layout is compared with the golden files. */
+ * With TEST_DATA, the layout is compared with the golden files. */
 #include <check.h>
 #include <errno.h>
 #include <limits.h>
@@ -47,7 +47,7 @@ static struct bn_gguf *open_model(const char *path)
 
 static const char *shared_dir(void)
 {
-	const char *s = getenv("SHARED_DIR");
+	const char *s = getenv("TEST_DATA");
 	if (!s || !*s)
 		return NULL;
 	char p[PATH_MAX];
@@ -855,7 +855,7 @@ static void compare_layout(const char *golden, const struct bn_mkmodel_opts *o, 
 
 START_TEST(golden_layout)
 {
-	/* the generator arguments of shared/golden/cases.tsv */
+	/* the generator arguments of tests/golden/cases.tsv */
 	struct bn_mkmodel_opts o;
 	static const struct { const char *file; uint32_t type; } tiny[4] = {
 		{ "tiny-i2_s.gguf", BN_TYPE_I2_S }, { "tiny-tq2_0.gguf", BN_TYPE_TQ2_0 },
@@ -928,7 +928,7 @@ int main(void)
 	if (shared_dir())
 		tcase_add_test(tc, golden_layout);
 	else
-		fprintf(stderr, "check_mkmodel: SHARED_DIR golden files absent, layout comparison skipped\n");
+		fprintf(stderr, "check_mkmodel: TEST_DATA golden files absent, layout comparison skipped\n");
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

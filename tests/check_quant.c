@@ -237,7 +237,7 @@ END_TEST
 
 static const char *shared_dir(void)
 {
-	const char *s = getenv("SHARED_DIR");
+	const char *s = getenv("TEST_DATA");
 	if (!s || !*s)
 		return NULL;
 	char p[4096];
@@ -339,7 +339,7 @@ int main(void)
 		tcase_add_test(tg, golden_same_weights);
 		suite_add_tcase(s, tg);
 	} else {
-		fprintf(stderr, "check_quant: SHARED_DIR golden files absent, golden comparison skipped\n");
+		fprintf(stderr, "check_quant: TEST_DATA golden files absent, golden comparison skipped\n");
 	}
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

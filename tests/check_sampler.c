@@ -406,7 +406,7 @@ START_TEST(test_repeat_penalty)
 }
 END_TEST
 
-/* The golden greedy continuation (SHARED_DIR/golden): argmax of tiny.full.ref.bin rows
+/* The golden greedy continuation (TEST_DATA/golden): argmax of tiny.full.ref.bin rows
  * 15..46 is tiny.greedy.txt. Added only when the files exist. */
 static char golden_bin[4096], golden_txt[4096];
 
@@ -452,7 +452,7 @@ int main(void)
 	tcase_add_test(tc, test_filters_exclude);
 	tcase_add_test(tc, test_logits_untouched);
 	tcase_add_test(tc, test_repeat_penalty);
-	const char *sd = getenv("SHARED_DIR");
+	const char *sd = getenv("TEST_DATA");
 	if (sd) {
 		snprintf(golden_bin, sizeof(golden_bin), "%s/golden/tiny.full.ref.bin", sd);
 		snprintf(golden_txt, sizeof(golden_txt), "%s/golden/tiny.greedy.txt", sd);

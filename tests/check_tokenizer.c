@@ -8,7 +8,7 @@
  *                                tokenizer.json at $BITNET_LLAMA3_TOKENIZER or
  *                                $top_builddir/tests/llama3/package/models/tokenizer.json
  *                                (tests/fetch-llama3-tokenizer.sh): llama.cpp's 46 vectors
- *                                from $SHARED_DIR/golden/tokenizer, the Hugging Face cases in
+ *                                from $TEST_DATA/golden/tokenizer, the Hugging Face cases in
  *                                tests/tokenizer-cases.json, round trips, load time.
  *                                Exits 77 (SKIP) when the vocabulary or the vectors are absent.
  */
@@ -897,7 +897,7 @@ int main(void)
 {
 	const char *env = getenv("BITNET_LLAMA3_TOKENIZER");
 	const char *bd = getenv("top_builddir");
-	const char *sd = getenv("SHARED_DIR");
+	const char *sd = getenv("TEST_DATA");
 	char path[4096];
 	if (env && *env)
 		snprintf(path, sizeof(path), "%s", env);
@@ -905,7 +905,7 @@ int main(void)
 		snprintf(path, sizeof(path), "%s/tests/llama3/package/models/tokenizer.json",
 			 bd ? bd : ".");
 	char gpath[4096];
-	snprintf(gpath, sizeof(gpath), "%s/golden/tokenizer/llama-bpe.inp", sd ? sd : "../shared");
+	snprintf(gpath, sizeof(gpath), "%s/golden/tokenizer/llama-bpe.inp", sd ? sd : "tests/golden-data");
 	if (access(path, R_OK) != 0 || access(gpath, R_OK) != 0) {
 		fprintf(stderr, "SKIP: need %s (tests/fetch-llama3-tokenizer.sh) and %s\n", path, gpath);
 		return 77;

@@ -1,10 +1,10 @@
 #!/bin/sh
-# Golden parity (shared/golden/README.md): every case, one token per call (seq) and the whole
+# Golden parity (tests/golden/README.md, unpacked into $TEST_DATA/golden by make check): every case, one token per call (seq) and the whole
 # prompt in one call (batch), 1 and 2 threads, every plugin this CPU can run, against the
 # independent reference (*.ref.bin) and, for I2_S cases, bitnet.cpp's generation path.
 # Also: identical logits whatever the batching, threads and weight format; the 48-token
 # prompt+greedy sequence; the 32-token greedy continuation through `bitnet run`.
-G="${SHARED_DIR:-$top_srcdir/../shared}/golden"
+G="${TEST_DATA:-$top_builddir/tests/golden-data}/golden"
 [ -f "$G/cases.tsv" ] || { echo "SKIP: $G not present"; exit 77; }
 CMP="$top_builddir/tests/cmp-logits"
 tmp=$(mktemp -d) || exit 1

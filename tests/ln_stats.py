@@ -94,7 +94,7 @@ rc, out, err = run('inspect', '--ln-stats', '--policy', pol, model)
 check(rc != 0 and 'min' in err, 'a bad policy file is an error naming the key')
 
 # 3. Generic rules for other files; golden models report no corrections by default.
-shared = os.environ.get('SHARED_DIR', '')
+shared = os.environ.get('TEST_DATA', '')
 for f in ('tiny-i2_s.gguf', 'tiny-tq2_0.gguf', 'small-lowgamma-i2_s.gguf'):
     p = os.path.join(shared, 'golden', f)
     if os.path.exists(p):

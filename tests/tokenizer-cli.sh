@@ -1,8 +1,8 @@
 #!/bin/sh
 # bitnet tokenize / detokenize on the golden tiny model's byte-level llama-bpe vocabulary
-# (ids 0-255 are the bytes; 508 BOS, 510 <|eot_id|>). Needs $SHARED_DIR (else SKIP).
+# (ids 0-255 are the bytes; 508 BOS, 510 <|eot_id|>). Needs $TEST_DATA (else SKIP).
 set -u
-model=${SHARED_DIR:-}/golden/tiny-i2_s.gguf
+model=${TEST_DATA:-}/golden/tiny-i2_s.gguf
 [ -f "$model" ] || { echo "SKIP: $model absent"; exit 77; }
 : "${BITNET:?}"
 tmp=$(mktemp -d)
