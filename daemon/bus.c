@@ -181,8 +181,9 @@ static void xml_iface(struct sbuf *b, const struct bd_iface *f)
 	}
 	for (const struct bd_prop *p = f->props; p && p->name; p++) {
 		sb_printf(b, "    <property name=\"%s\" type=\"%s\" access=\"read\">\n", p->name, p->sig);
+		const char *emits = !p->mask ? "const" : p->mask & BD_PROP_LIVE ? "false" : "true";
 		sb_printf(b, "      <annotation name=\"org.freedesktop.DBus.Property.EmitsChangedSignal\" "
-		          "value=\"%s\"/>\n", !p->mask ? "const" : p->mask & BD_PROP_LIVE ? "false" : "true");
+		          "value=\"%s\"/>\n", emits);
 		sb_printf(b, "    </property>\n");
 	}
 	sb_printf(b, "  </interface>\n");

@@ -175,6 +175,9 @@ static int engine_load(const struct bd_config *c, bool *model_changed, struct bn
 	struct bd_engine ne = { k, p, ctx, m, c->slots, bn_ctx_n_ctx(ctx), c->step_tokens };
 	if (bd_sched_reset(&ne)) {
 		rc = bn_err_set(err, -ENOMEM, "out of memory for %u slots", c->slots);
+		/* the failed reset freed the slots: the old engine needs its own back */
+		if (w.ctx && bd_sched_reset(&w))
+			bn_log(BN_LOG_ERR, "out of memory restoring the slots");
 		goto fail;
 	}
 	if (ctx == w.ctx) {
@@ -207,8 +210,6 @@ fail:
 		bn_kernel_unload(k);
 	if (m != w.model)
 		bd_model_unref(m);
-	if (w.ctx && bd_sched_reset(&w))
-		bn_log(BN_LOG_ERR, "out of memory restoring the slots");
 	return rc;
 }
 
