@@ -14,6 +14,7 @@
 #include "kernels.h"
 #include "model.h"
 #include "pool.h"
+#include "profile.h"
 
 struct bn_ctx {
 	struct bn_model *m;
@@ -43,6 +44,10 @@ struct bn_ctx {
 	uint16_t *y16;                /* [n_batch][n_embd] final normed state in f16 */
 	float *ahead;                 /* [n_threads][n_ctx] attention scratch */
 	unsigned ahead_threads;
+
+	struct bn_profile *prof;      /* NULL: not profiling */
+	double pt, pwait;             /* profile: start of the current segment, its pool waits */
+	uint64_t pcalls;
 };
 
 void bn_rope_table(uint32_t pos, uint32_t hd, float base, float *c, float *s)
@@ -197,6 +202,65 @@ static inline uint16_t *kv_at(const struct bn_ctx *c, uint16_t *cache, uint32_t 
 	return cache + (((size_t)l * c->n_seq + s) * c->n_ctx + t) * c->kvd;
 }
 
+/* ---- profile ------------------------------------------------------------------------ */
+
+static const char *const prof_names[BN_PROF_N] = {
+	[BN_PROF_EMBED] = "embed", [BN_PROF_NORMQ] = "norm+quantize", [BN_PROF_QKV] = "ternary qkv",
+	[BN_PROF_ROPE_KV] = "rope+kv store", [BN_PROF_ATTN] = "attention",
+	[BN_PROF_WO] = "ternary wo", [BN_PROF_GATEUP] = "ternary gate+up",
+	[BN_PROF_DOWN] = "ternary down", [BN_PROF_RESID] = "residual add",
+	[BN_PROF_OUT_NORM] = "output norm", [BN_PROF_HEAD] = "lm head",
+};
+
+const char *bn_prof_op_name(enum bn_prof_op op)
+{
+	return (unsigned)op < BN_PROF_N ? prof_names[op] : "?";
+}
+
+bool bn_prof_op_streams(enum bn_prof_op op)
+{
+	return op == BN_PROF_QKV || op == BN_PROF_WO || op == BN_PROF_GATEUP || op == BN_PROF_DOWN ||
+	       op == BN_PROF_HEAD;
+}
+
+void bn_ctx_set_profile(struct bn_ctx *c, struct bn_profile *p)
+{
+	c->prof = p;
+}
+
+/* Every pool dispatch of the pass goes through here, so that a profile sees its waits. */
+static void dispatch(struct bn_ctx *c, bn_pool_fn fn, void *arg)
+{
+	if (!c->prof) {
+		bn_pool_run(c->pool, fn, arg);
+		return;
+	}
+	c->pwait += bn_pool_run_wait(c->pool, fn, arg);
+	c->pcalls++;
+}
+
+/* Ends the current profile segment: its time since the last mark goes to op. The marks
+ * partition the pass, so the segments add up to the pass. */
+static inline void prof_mark(struct bn_ctx *c, enum bn_prof_op op, double bytes)
+{
+	struct bn_profile *p = c->prof;
+	if (!p)
+		return;
+	double t = bn_now();
+	p->seconds[op] += t - c->pt;
+	p->wait[op] += c->pwait;
+	p->calls[op] += c->pcalls;
+	p->bytes[op] += bytes;
+	c->pt = t;
+	c->pwait = 0;
+	c->pcalls = 0;
+}
+
+static double tmat_bytes(const struct bn_tmat *w)
+{
+	return (double)w->rows * (double)w->k / 4;
+}
+
 /* ---- parallel steps ---------------------------------------------------------------- */
 
 /* Work is handed out in chunks from an atomic counter rather than split evenly up front: on
@@ -240,7 +304,7 @@ static void run_gemm(struct bn_ctx *c, size_t m, unsigned nw, const struct bn_tm
 	struct gemm_job j = { c, { w0, w1, w2 }, { y0, y1, y2 }, nw, m, 0, 0 };
 	for (unsigned i = 0; i < nw; i++)
 		j.total += j.w[i]->rows;
-	bn_pool_run(c->pool, gemm_worker, &j);
+	dispatch(c, gemm_worker, &j);
 	/* `bitnet` arch: the .scale tensor multiplies the projection's output. */
 	for (unsigned i = 0; i < nw; i++) {
 		if (!j.w[i]->has_out_scale)
@@ -299,7 +363,7 @@ static void run_normq(struct bn_ctx *c, const struct normq_job *j)
 	if (j->m == 1)
 		normq_token(j, 0);   /* decode: not worth a dispatch */
 	else
-		bn_pool_run(c->pool, normq_worker, (void *)j);
+		dispatch(c, normq_worker, (void *)j);
 }
 
 struct attn_job {
@@ -448,17 +512,26 @@ int bn_decode(struct bn_ctx *c, const struct bn_batch *b, float *logits, struct 
 			return bn_err_set(err, -ENOMEM, "out of memory");
 	}
 	size_t n = b->n, E = hp->n_embd, F = hp->n_ff, hd = hp->head_dim, kvd = c->kvd;
+	double t_pass = 0;
+	if (c->prof) {
+		t_pass = c->pt = bn_now();
+		c->pwait = 0;
+		c->pcalls = 0;
+	}
 	for (size_t i = 0; i < n; i++) {
 		embed(m, b->token[i], c->x + i * E);
 		bn_rope_table(b->pos[i], (uint32_t)hd, hp->rope_base, c->rcos + i * hd / 2,
 		              c->rsin + i * hd / 2);
 	}
+	prof_mark(c, BN_PROF_EMBED, 0);
 	struct attn_job aj = { c, 0, b->pos, b->seq, n, 0 };
 	for (uint32_t l = 0; l < hp->n_layer; l++) {
 		const struct bn_layer *L = &m->layers[l];
 		struct normq_job nj = { c, c->x, NULL, NULL, L->attn_norm, E, n, false };
 		run_normq(c, &nj);
+		prof_mark(c, BN_PROF_NORMQ, 0);
 		run_gemm(c, n, 3, &L->wq, c->Q, &L->wk, c->K, &L->wv, c->V);
+		prof_mark(c, BN_PROF_QKV, tmat_bytes(&L->wq) + tmat_bytes(&L->wk) + tmat_bytes(&L->wv));
 		for (size_t i = 0; i < n; i++) {
 			const float *rc_ = c->rcos + i * hd / 2, *rs_ = c->rsin + i * hd / 2;
 			float *q = c->Q + i * E, *k = c->K + i * kvd, *v = c->V + i * kvd;
@@ -475,24 +548,34 @@ int bn_decode(struct bn_ctx *c, const struct bn_batch *b, float *logits, struct 
 			for (size_t e = 0; e < E; e++)
 				c->q16[i * E + e] = bn_f32_to_f16(q[e]);
 		}
+		prof_mark(c, BN_PROF_ROPE_KV, 0);
 		aj.layer = l;
 		atomic_store_explicit(&aj.next, 0, memory_order_relaxed);
-		bn_pool_run(c->pool, attn_worker, &aj);
+		dispatch(c, attn_worker, &aj);
+		prof_mark(c, BN_PROF_ATTN, 0);
 
 		nj = (struct normq_job){ c, c->att, NULL, NULL, L->attn_sub_norm, E, n, false };
 		run_normq(c, &nj);
+		prof_mark(c, BN_PROF_NORMQ, 0);
 		run_gemm(c, n, 1, &L->wo, c->tmp, NULL, NULL, NULL, NULL);
+		prof_mark(c, BN_PROF_WO, tmat_bytes(&L->wo));
 		for (size_t e = 0; e < n * E; e++)
 			c->x[e] += c->tmp[e];
+		prof_mark(c, BN_PROF_RESID, 0);
 
 		nj = (struct normq_job){ c, c->x, NULL, NULL, L->ffn_norm, E, n, false };
 		run_normq(c, &nj);
+		prof_mark(c, BN_PROF_NORMQ, 0);
 		run_gemm(c, n, 2, &L->wgate, c->gate, &L->wup, c->up, NULL, NULL);
+		prof_mark(c, BN_PROF_GATEUP, tmat_bytes(&L->wgate) + tmat_bytes(&L->wup));
 		nj = (struct normq_job){ c, NULL, c->gate, c->up, L->ffn_sub_norm, F, n, hp->silu };
 		run_normq(c, &nj);
+		prof_mark(c, BN_PROF_NORMQ, 0);
 		run_gemm(c, n, 1, &L->wdown, c->tmp, NULL, NULL, NULL, NULL);
+		prof_mark(c, BN_PROF_DOWN, tmat_bytes(&L->wdown));
 		for (size_t e = 0; e < n * E; e++)
 			c->x[e] += c->tmp[e];
+		prof_mark(c, BN_PROF_RESID, 0);
 	}
 	memcpy(c->seq_len, new_len, c->n_seq * sizeof(uint32_t));
 
@@ -508,9 +591,77 @@ int bn_decode(struct bn_ctx *c, const struct bn_batch *b, float *logits, struct 
 			c->y16[nw * E + e] = bn_f32_to_f16(y[e]);
 		nw++;
 	}
+	prof_mark(c, BN_PROF_OUT_NORM, 0);
 	if (nw && logits) {
 		struct head_job hj = { c, nw, logits, 0 };
-		bn_pool_run(c->pool, head_worker, &hj);
+		dispatch(c, head_worker, &hj);
+		size_t es = m->head_type == BN_TYPE_F32 ? 4 : 2;
+		prof_mark(c, BN_PROF_HEAD, (double)m->hp.n_vocab * (double)E * (double)es);
 	}
+	if (c->prof) {
+		c->prof->passes++;
+		c->prof->tokens += n;
+		c->prof->total += bn_now() - t_pass;
+	}
+	return 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+int bn_ctx_stream_probe(struct bn_ctx *c, int reps, double *ternary_gbps, double *head_gbps)
+{
+	const struct bn_model *m = c->m;
+	const struct bn_hparams *hp = &m->hp;
+	double tb = 0;
+	for (uint32_t l = 0; l < hp->n_layer; l++) {
+		const struct bn_layer *L = &m->layers[l];
+		tb += tmat_bytes(&L->wq) + tmat_bytes(&L->wk) + tmat_bytes(&L->wv) + tmat_bytes(&L->wo) +
+		      tmat_bytes(&L->wgate) + tmat_bytes(&L->wup) + tmat_bytes(&L->wdown);
+	}
+	bool f16 = m->head_type == BN_TYPE_F16;
+	double hb = (double)hp->n_vocab * hp->n_embd * 2;
+	if (reps < 1)
+		reps = 1;
+	float *logits = malloc((size_t)hp->n_vocab * sizeof(float));   /* [V] */
+	double *rt = calloc((size_t)reps, sizeof(double)), *rh = calloc((size_t)reps, sizeof(double));
+	if (!logits || !rt || !rh) {
+		free(logits);
+		free(rt);
+		free(rh);
+		return -ENOMEM;
+	}
+	struct bn_profile *saved = c->prof;
+	c->prof = NULL;
+	for (int r = 0; r < reps; r++) {
+		/* one q8 row stands in for every layer's input: the values do not change the work */
+		double t0 = bn_now();
+		for (uint32_t l = 0; l < hp->n_layer; l++) {
+			const struct bn_layer *L = &m->layers[l];
+			run_gemm(c, 1, 3, &L->wq, c->Q, &L->wk, c->K, &L->wv, c->V);
+			run_gemm(c, 1, 1, &L->wo, c->tmp, NULL, NULL, NULL, NULL);
+			run_gemm(c, 1, 2, &L->wgate, c->gate, &L->wup, c->up, NULL, NULL);
+			run_gemm(c, 1, 1, &L->wdown, c->tmp, NULL, NULL, NULL, NULL);
+		}
+		double t1 = bn_now();
+		if (f16) {
+			struct head_job hj = { c, 1, logits, 0 };
+			dispatch(c, head_worker, &hj);
+		}
+		double t2 = bn_now();
+		rt[r] = tb / (t1 - t0) / 1e9;
+		rh[r] = f16 ? hb / (t2 - t1) / 1e9 : 0;
+	}
+	c->prof = saved;
+	qsort(rt, (size_t)reps, sizeof(double), cmp_double);
+	qsort(rh, (size_t)reps, sizeof(double), cmp_double);
+	*ternary_gbps = rt[reps / 2];
+	*head_gbps = rh[reps / 2];
+	free(logits);
+	free(rt);
+	free(rh);
 	return 0;
 }

@@ -5,13 +5,6 @@
 
 #include "generate.h"
 
-double bn_now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* Sends text through the stop matcher to the callback. Returns 1 when generation must end
  * (stop string or cancel by the callback), 0 to go on, <0 on error. */
 static int emit(struct bn_stop *stop, const struct bn_gen_io *io, const char *text, size_t len,

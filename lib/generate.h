@@ -10,6 +10,7 @@
 
 #include "bitnet/bitnet.h"
 #include "error.h"
+#include "pool.h"       /* bn_now */
 #include "sampler.h"
 #include "stop.h"
 #include "tokenizer.h"
@@ -82,7 +83,5 @@ void bn_gen_seq_free(struct bn_gen_seq *g);
 int bn_generate(struct bn_ctx *c, uint32_t seq, const struct bn_tokenizer *t,
                 const int32_t *prompt, size_t n_prompt, const struct bn_gen_opts *o,
                 const struct bn_gen_io *io, struct bn_gen_stats *st, struct bn_error *err);
-
-double bn_now(void);   /* monotonic seconds */
 
 #endif

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -281,11 +282,18 @@ const char *bn_pool_cpus(const struct bn_pool *p)
 	return p ? p->cpus : "";
 }
 
-void bn_pool_run(struct bn_pool *p, bn_pool_fn fn, void *arg)
+double bn_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double pool_run(struct bn_pool *p, bn_pool_fn fn, void *arg, bool timed)
 {
 	if (!p || p->n <= 1) {
 		fn(arg, 0, 1);
-		return;
+		return 0;
 	}
 	if (!p->caller_bound || !pthread_equal(p->bound_caller, pthread_self())) {
 		bind_self(p, 0);
@@ -299,6 +307,7 @@ void bn_pool_run(struct bn_pool *p, bn_pool_fn fn, void *arg)
 	if (atomic_load(&p->sleepers) > 0)
 		futex_wake_all(&p->gen);
 	fn(arg, 0, p->n);
+	double t0 = timed ? bn_now() : 0;
 	unsigned spins = 0, d;
 	while ((d = atomic_load_explicit(&p->done, memory_order_acquire)) != p->n - 1) {
 		if (++spins < POOL_SPIN) {
@@ -310,6 +319,17 @@ void bn_pool_run(struct bn_pool *p, bn_pool_fn fn, void *arg)
 			futex_wait(&p->done, d);
 		atomic_store(&p->caller_waits, false);
 	}
+	return timed ? bn_now() - t0 : 0;
+}
+
+void bn_pool_run(struct bn_pool *p, bn_pool_fn fn, void *arg)
+{
+	pool_run(p, fn, arg, false);
+}
+
+double bn_pool_run_wait(struct bn_pool *p, bn_pool_fn fn, void *arg)
+{
+	return pool_run(p, fn, arg, true);
 }
 
 void bn_pool_split(size_t total, size_t align, unsigned i, unsigned n, size_t *lo, size_t *hi)

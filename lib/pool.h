@@ -20,6 +20,8 @@ struct bn_pool_opts {
 
 typedef void (*bn_pool_fn)(void *arg, unsigned idx, unsigned n);
 
+double bn_now(void);   /* monotonic seconds */
+
 void bn_pool_opts_default(struct bn_pool_opts *o);
 int bn_pool_new(struct bn_pool **out, const struct bn_pool_opts *o, struct bn_error *err);
 void bn_pool_free(struct bn_pool *p);
@@ -28,6 +30,8 @@ unsigned bn_pool_size(const struct bn_pool *p);
 const char *bn_pool_cpus(const struct bn_pool *p);
 /* Runs fn(arg, i, n) on every worker i (the caller is worker 0) and waits for all. */
 void bn_pool_run(struct bn_pool *p, bn_pool_fn fn, void *arg);
+/* The same; returns the seconds the caller waited for the others after its own share. */
+double bn_pool_run_wait(struct bn_pool *p, bn_pool_fn fn, void *arg);
 /* NUMA placement of the mapped weights (config `numa`). */
 enum bn_numa { BN_NUMA_OFF, BN_NUMA_INTERLEAVE, BN_NUMA_BIND };
 int bn_numa_parse(const char *s, enum bn_numa *out);   /* "off", "interleave", "bind" */
