@@ -21,6 +21,7 @@ struct bd_config {
 	char gate_policy[4096];      /* INI rule file for the gate; empty: built-in rules */
 	/* [engine] */
 	char plugin[32];             /* auto or a plugin name */
+	bool calibrate;              /* auto: choose by measurement */
 	char plugin_dir[4096];       /* empty: the built-in default */
 	uint32_t threads;            /* 0: one per physical core */
 	char cpus[256];              /* auto or a list "0-3,8" */

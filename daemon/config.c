@@ -54,6 +54,9 @@ static const struct key keys[] = {
 	  "INI rule file for the gate (see bitnet(1) inspect --ln-stats); empty for the built-in rules" },
 	{ "engine", "plugin", K_STR, OFF(plugin), SZ(plugin), 0, 0, NULL, "auto",
 	  "kernel plugin name, or auto for the best one this CPU runs" },
+	{ "engine", "calibrate", K_BOOL, OFF(calibrate), 0, 0, 0, NULL, "true",
+	  "with plugin = auto, time every runnable plugin variant on the model at load and take the "
+	  "fastest (cached in the cache directory); false takes the highest priority" },
 	{ "engine", "plugin_dir", K_STR, OFF(plugin_dir), SZ(plugin_dir), 0, 0, NULL, "",
 	  "absolute directory of kernel plugins; empty for the installed one" },
 	{ "engine", "threads", K_UINT, OFF(threads), 0, 0, 1024, NULL, "0",

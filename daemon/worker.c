@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "bitnetd.h"
+#include "calibrate.h"
 #include "cpu.h"
 #include "error.h"
 #include "gguf.h"
@@ -124,21 +125,6 @@ static int engine_load(const struct bd_config *c, bool *model_changed, struct bn
 	int rc = 0;
 	*model_changed = false;
 
-	uint64_t cpu = bn_cpu_features();
-	const char *dir = c->plugin_dir[0] ? c->plugin_dir : bn_kernel_default_dir();
-	const char *plugin = strcmp(c->plugin, "auto") ? c->plugin : NULL;
-	if (first || strcmp(c->plugin, w_cfg.plugin) || strcmp(c->plugin_dir, w_cfg.plugin_dir) ||
-	    c->strict != w_cfg.strict) {
-		bd_notify("STATUS=Loading kernel plugin from %s", dir);
-		if ((rc = bn_kernel_load(&k, dir, plugin, cpu, err)))
-			goto fail;
-		if (c->strict && k->n_fallback) {
-			rc = bn_err_set(err, -ENOEXEC, "kernel plugin '%s' lacks %u ops and strict mode "
-			                "refuses the built-in fallback", k->info.name, k->n_fallback);
-			goto fail;
-		}
-		bn_log(BN_LOG_INFO, "kernel plugin %s (%s) from %s", k->info.name, k->variant, dir);
-	}
 	if (first || model_settings_differ(c, &w_cfg)) {
 		if ((rc = model_open(&m, c, err)))
 			goto fail;
@@ -162,6 +148,27 @@ static int engine_load(const struct bd_config *c, bool *model_changed, struct bn
 		bd_notify("STATUS=Placing the weights on NUMA nodes (%s)", c->numa);
 		if ((rc = bn_pool_place(p, g->base, g->size, nm, err)))
 			goto fail;
+	}
+	/* after the model and the pool: `auto` measures the plugins on them */
+	bool is_auto = !strcmp(c->plugin, "auto");
+	if (first || strcmp(c->plugin, w_cfg.plugin) || strcmp(c->plugin_dir, w_cfg.plugin_dir) ||
+	    c->strict != w_cfg.strict || c->calibrate != w_cfg.calibrate ||
+	    (is_auto && c->calibrate && (m != w.model || p != w.pool))) {
+		uint64_t cpu = bn_cpu_features();
+		const char *dir = c->plugin_dir[0] ? c->plugin_dir : bn_kernel_default_dir();
+		char cache[512];
+		bd_notify("STATUS=Loading kernel plugin from %s%s", dir,
+		          is_auto && c->calibrate ? " (timing the variants on the model)" : "");
+		if ((rc = bn_kernel_load_for(&k, dir, is_auto ? NULL : c->plugin, cpu, m->model, p,
+		                             c->calibrate, bn_calib_default_cache(cache, sizeof(cache)),
+		                             NULL, err)))
+			goto fail;
+		if (c->strict && k->n_fallback) {
+			rc = bn_err_set(err, -ENOEXEC, "kernel plugin '%s' lacks %u ops and strict mode "
+			                "refuses the built-in fallback", k->info.name, k->n_fallback);
+			goto fail;
+		}
+		bn_log(BN_LOG_INFO, "kernel plugin %s (%s) from %s", k->info.name, k->variant, dir);
 	}
 	if (first || m != w.model || c->context != w_cfg.context || c->slots != w_cfg.slots ||
 	    c->step_tokens != w_cfg.step_tokens) {

@@ -19,6 +19,11 @@ if [ -r /proc/self/numa_maps ]; then
 	ok "numa = interleave placed the weights"
 fi
 
+# plugin = auto (the default): the plugins were timed on the model, or the cached choice used
+grep -Eq "kernel calibration: ([0-9]+ variants? timed in|.* from .*kernel-calibration)" "$T/daemon.log" ||
+	fail "no kernel calibration in the log: $(cat "$T/daemon.log")"
+ok "plugin = auto chose by calibration"
+
 PROMPT="The quick brown fox"
 N=24
 command -v dbus-monitor >/dev/null && {

@@ -119,7 +119,9 @@ long tool_rss_kb(void)
 
 int main(int argc, char **argv)
 {
-	tool_log_to_stderr(0);
+	/* BITNET_LOG=info|debug shows the library's log (kernel calibration, corrections) */
+	const char *lv = getenv("BITNET_LOG");
+	tool_log_to_stderr(lv && !strcmp(lv, "debug") ? 2 : lv && !strcmp(lv, "info") ? 1 : 0);
 	if (argc < 2) {
 		usage(stderr);
 		return 2;

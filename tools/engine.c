@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "calibrate.h"
 #include "cpu.h"
 #include "engine.h"
 #include "error.h"
@@ -21,6 +22,12 @@ void tool_engine_opts_init(struct tool_engine_opts *o)
 	o->strict = s && !strcmp(s, "1");
 	const char *r = getenv("BITNET_RESCALE_GAMMA_ON_LOAD");
 	o->rescale_gamma = r && !strcmp(r, "1");
+}
+
+bool tool_calibrate_enabled(void)
+{
+	const char *s = getenv("BITNET_CALIBRATE");
+	return !s || strcmp(s, "0");
 }
 
 int tool_check_cpu_env(const char *verb)
@@ -116,14 +123,6 @@ int tool_engine_open(const char *verb, const struct tool_engine_opts *o, struct 
 	                            .strict = o->strict, .gate = o->gate, .policy = o->policy };
 	if (bn_model_load(&e->model, o->model, &mo, &err))
 		goto fail;
-	const char *dir = o->plugin_dir ? o->plugin_dir : bn_kernel_default_dir();
-	if (bn_kernel_load(&e->kernel, dir, o->plugin, bn_cpu_features(), &err))
-		goto fail;
-	if (o->strict && e->kernel->n_fallback) {
-		bn_err_set(&err, -ENOEXEC, "kernel plugin '%s' lacks %u ops and strict mode refuses "
-		           "the built-in fallback", e->kernel->info.name, e->kernel->n_fallback);
-		goto fail;
-	}
 	struct bn_pool_opts po;
 	bn_pool_opts_default(&po);
 	po.threads = o->threads;
@@ -134,6 +133,17 @@ int tool_engine_open(const char *verb, const struct tool_engine_opts *o, struct 
 	const struct bn_gguf *g = bn_model_gguf(e->model);
 	if (bn_pool_place(e->pool, g->base, g->size, (enum bn_numa)o->numa, &err))
 		goto fail;
+	const char *dir = o->plugin_dir ? o->plugin_dir : bn_kernel_default_dir();
+	char cache[512];
+	if (bn_kernel_load_for(&e->kernel, dir, o->plugin, bn_cpu_features(), e->model, e->pool,
+	                       tool_calibrate_enabled(), bn_calib_default_cache(cache, sizeof(cache)),
+	                       NULL, &err))
+		goto fail;
+	if (o->strict && e->kernel->n_fallback) {
+		bn_err_set(&err, -ENOEXEC, "kernel plugin '%s' lacks %u ops and strict mode refuses "
+		           "the built-in fallback", e->kernel->info.name, e->kernel->n_fallback);
+		goto fail;
+	}
 	struct bn_ctx_opts co = { .n_ctx = o->n_ctx, .n_seq = o->n_seq, .n_batch = o->n_batch };
 	if (bn_ctx_new(&e->ctx, e->model, e->kernel, e->pool, &co, &err))
 		goto fail;

@@ -46,6 +46,9 @@ struct tool_engine {
 	{ "numa", required_argument, NULL, 1010 }
 
 void tool_engine_opts_init(struct tool_engine_opts *o);
+/* `--plugin auto` times the plugins on the model (bn_calibrate, cached) unless
+ * BITNET_CALIBRATE=0, which keeps the static priority. */
+bool tool_calibrate_enabled(void);
 /* BITNET_CPU_DISABLE, when set, must name known features: prints an error and returns -1. */
 int tool_check_cpu_env(const char *verb);
 /* Handles options 'm', 't' and 1000..1099; returns 1 if handled, 0 if not, -1 on a bad value. */
