@@ -16,6 +16,7 @@
 #include "bus.h"
 #include "error.h"
 #include "log.h"
+#include "options.h"
 #include "stop.h"
 #include "tokenizer.h"
 
@@ -24,195 +25,13 @@ bool bd_utf8_ok(const char *s, size_t len)
 	return bn_stop_utf8_valid(s, len);
 }
 
-/* ---- options --------------------------------------------------------------------- */
-
-struct gen_req_opts {
-	struct bn_gen_opts gen;
-	const char *stops[BN_STOP_MAX_STRINGS + 1];   /* [n_stops], pointers into the message */
-	size_t n_stops;
-	const char *template_name;   /* NULL: the method's default */
-	const char *system;
-	bool seed_set;
-	bool add_bos, add_bos_set, parse_special;
-};
-
-enum opt_kind { O_MAX_TOKENS, O_TEMPERATURE, O_TOP_K, O_TOP_P, O_MIN_P, O_REPEAT, O_SEED, O_STOP,
-	        O_TEMPLATE, O_SYSTEM, O_ADD_BOS, O_PARSE_SPECIAL };
-
-struct opt_spec {
-	const char *name;
-	const char *sig;
-	enum opt_kind kind;
-	double min, max;
-};
-
-/* Generate and Chat share these; man/org.bitnetd.Daemon1.5 lists the same table. */
-static const struct opt_spec gen_opts[] = {
-	{ "max_tokens", "u", O_MAX_TOKENS, 1, 0 /* max_tokens_limit */ },
-	{ "temperature", "d", O_TEMPERATURE, 0, BN_SAMPLER_MAX_TEMPERATURE },
-	{ "top_k", "u", O_TOP_K, 0, 1u << 24 },
-	{ "top_p", "d", O_TOP_P, 0, 1 },          /* (0, 1] */
-	{ "min_p", "d", O_MIN_P, 0, 1 },
-	{ "repeat_penalty", "d", O_REPEAT, 0, BN_SAMPLER_MAX_REPEAT_PENALTY },   /* (0, 10] */
-	{ "seed", "t", O_SEED, 0, 0 },
-	{ "stop", "as", O_STOP, 0, 0 },
-	{ "template", "s", O_TEMPLATE, 0, 0 },
-	{ "system", "s", O_SYSTEM, 0, 0 },
-	{ NULL, NULL, 0, 0, 0 },
-};
-
-static const struct opt_spec tok_opts[] = {
-	{ "add_bos", "b", O_ADD_BOS, 0, 0 },
-	{ "parse_special", "b", O_PARSE_SPECIAL, 0, 0 },
-	{ NULL, NULL, 0, 0, 0 },
-};
-
-/* Reads the a{sv} at it. On error returns a reply naming the option. */
-static DBusMessage *opts_parse(DBusMessage *msg, DBusMessageIter *it, const struct opt_spec *table,
-                               struct gen_req_opts *o)
+/* The request's options, or the error reply naming the bad one. */
+static DBusMessage *opts_reply(DBusMessage *msg, DBusMessageIter *it, enum bd_opts_table t,
+                               struct bd_req_opts *o)
 {
-	memset(o, 0, sizeof(*o));
-	bn_sampler_opts_default(&o->gen.sampling);
-	o->gen.sampling.temperature = (float)bd.cfg.temperature;
-	o->gen.sampling.top_k = bd.cfg.top_k;
-	o->gen.sampling.top_p = (float)bd.cfg.top_p;
-	o->gen.sampling.min_p = (float)bd.cfg.min_p;
-	o->gen.sampling.repeat_penalty = (float)bd.cfg.repeat_penalty;
-	o->gen.max_tokens = bd.cfg.max_tokens;
-
-	DBusMessageIter d;
-	dbus_message_iter_recurse(it, &d);
-	for (; dbus_message_iter_get_arg_type(&d) == DBUS_TYPE_DICT_ENTRY; dbus_message_iter_next(&d)) {
-		DBusMessageIter e, v;
-		const char *key;
-		dbus_message_iter_recurse(&d, &e);
-		dbus_message_iter_get_basic(&e, &key);
-		dbus_message_iter_next(&e);
-		dbus_message_iter_recurse(&e, &v);
-		const struct opt_spec *s = table;
-		while (s->name && strcmp(s->name, key))
-			s++;
-		if (!s->name) {
-			char known[256] = "";
-			for (const struct opt_spec *k = table; k->name; k++) {
-				strcat(known, k->name);
-				if (k[1].name)
-					strcat(known, ", ");
-			}
-			return bd_error_reply(msg, -EINVAL, "option '%s': unknown (known options: %s)", key,
-			                      known);
-		}
-		char *sig = dbus_message_iter_get_signature(&v);
-		bool ok = sig && !strcmp(sig, s->sig);
-		if (!ok) {
-			DBusMessage *r = bd_error_reply(msg, -EINVAL, "option %s: expected type '%s', got '%s'",
-			                                key, s->sig, sig ? sig : "?");
-			dbus_free(sig);
-			return r;
-		}
-		dbus_free(sig);
-		dbus_uint32_t u = 0;
-		double x = 0;
-		dbus_bool_t b = 0;
-		const char *str = NULL;
-		int t = dbus_message_iter_get_arg_type(&v);
-		if (t == DBUS_TYPE_UINT32)
-			dbus_message_iter_get_basic(&v, &u);
-		else if (t == DBUS_TYPE_DOUBLE)
-			dbus_message_iter_get_basic(&v, &x);
-		else if (t == DBUS_TYPE_BOOLEAN)
-			dbus_message_iter_get_basic(&v, &b);
-		else if (t == DBUS_TYPE_STRING)
-			dbus_message_iter_get_basic(&v, &str);
-		if (t == DBUS_TYPE_DOUBLE && !isfinite(x))
-			return bd_error_reply(msg, -ERANGE, "option %s: %g is not a finite number", key, x);
-		switch (s->kind) {
-		case O_MAX_TOKENS:
-			if (u < 1 || u > bd.cfg.max_tokens_limit)
-				return bd_error_reply(msg, -ERANGE, "option max_tokens: %u is outside [1, %u] "
-				                      "(max_tokens_limit)", u, bd.cfg.max_tokens_limit);
-			o->gen.max_tokens = u;
-			break;
-		case O_TEMPERATURE:
-			if (x < s->min || x > s->max)
-				return bd_error_reply(msg, -ERANGE, "option temperature: %g is outside [0, %g]",
-				                      x, s->max);
-			o->gen.sampling.temperature = (float)x;
-			break;
-		case O_TOP_K:
-			if (u > s->max)
-				return bd_error_reply(msg, -ERANGE, "option top_k: %u is outside [0, %.0f]", u,
-				                      s->max);
-			o->gen.sampling.top_k = u;
-			break;
-		case O_TOP_P:
-			if (!(x > 0 && x <= 1))
-				return bd_error_reply(msg, -ERANGE, "option top_p: %g is outside (0, 1]", x);
-			o->gen.sampling.top_p = (float)x;
-			break;
-		case O_MIN_P:
-			if (x < 0 || x > 1)
-				return bd_error_reply(msg, -ERANGE, "option min_p: %g is outside [0, 1]", x);
-			o->gen.sampling.min_p = (float)x;
-			break;
-		case O_REPEAT:
-			if (!(x > 0 && x <= s->max))
-				return bd_error_reply(msg, -ERANGE, "option repeat_penalty: %g is outside "
-				                      "(0, %g]", x, s->max);
-			o->gen.sampling.repeat_penalty = (float)x;
-			break;
-		case O_SEED:
-			dbus_message_iter_get_basic(&v, &o->gen.sampling.seed);
-			o->seed_set = true;
-			break;
-		case O_STOP: {
-			DBusMessageIter a;
-			dbus_message_iter_recurse(&v, &a);
-			for (; dbus_message_iter_get_arg_type(&a) == DBUS_TYPE_STRING;
-			     dbus_message_iter_next(&a)) {
-				const char *st;
-				dbus_message_iter_get_basic(&a, &st);
-				size_t l = strlen(st);
-				if (o->n_stops == BN_STOP_MAX_STRINGS)
-					return bd_error_reply(msg, -E2BIG, "option stop: more than %d strings",
-					                      BN_STOP_MAX_STRINGS);
-				if (!l || l > BN_STOP_MAX_LEN)
-					return bd_error_reply(msg, -EINVAL, "option stop: string %zu is %s", o->n_stops,
-					                      l ? "longer than 1024 bytes" : "empty");
-				if (!bd_utf8_ok(st, l))
-					return bd_error_reply(msg, -EILSEQ, "option stop: string %zu is not valid "
-					                      "UTF-8", o->n_stops);
-				o->stops[o->n_stops++] = st;
-			}
-			break;
-		}
-		case O_TEMPLATE: {
-			enum bn_chat_format f;
-			bool is_auto;
-			if (!bd_utf8_ok(str, strlen(str)) || bn_chat_format_parse(str, &f, &is_auto))
-				return bd_error_reply(msg, -EINVAL, "option template: '%s' is not one of raw, "
-				                      "chat, bitnet, llama3, instruct, auto",
-				                      bd_utf8_ok(str, strlen(str)) ? str : "(invalid UTF-8)");
-			o->template_name = str;
-			break;
-		}
-		case O_SYSTEM:
-			if (!bd_utf8_ok(str, strlen(str)))
-				return bd_error_reply(msg, -EILSEQ, "option system: not valid UTF-8");
-			if (strlen(str) > bd.cfg.max_prompt_bytes)
-				return bd_error_reply(msg, -E2BIG, "option system: %zu bytes exceeds "
-				                      "max_prompt_bytes %u", strlen(str), bd.cfg.max_prompt_bytes);
-			o->system = str;
-			break;
-		case O_ADD_BOS:
-			o->add_bos = b;
-			o->add_bos_set = true;
-			break;
-		case O_PARSE_SPECIAL:
-			o->parse_special = b;
-			break;
-		}
-	}
+	struct bn_error err = { 0 };
+	if (bd_opts_parse(it, t, &bd.cfg, o, &err))
+		return bd_error_reply(msg, err.code, "%s", err.msg);
 	return NULL;
 }
 
@@ -362,7 +181,7 @@ struct prompt {
 /* Renders (chat formats) and tokenizes; adds the format's default stop string to o. */
 static DBusMessage *prompt_make(DBusMessage *msg, struct bd_model *m, bool chat, const char *raw,
                                 const struct bn_chat_msg *msgs, size_t n_msgs,
-                                struct gen_req_opts *o, struct prompt *p)
+                                struct bd_req_opts *o, struct prompt *p)
 {
 	struct bn_error err = { 0 };
 	enum bn_chat_format fmt = BN_CHAT_RAW;
@@ -414,7 +233,7 @@ static DBusMessage *prompt_make(DBusMessage *msg, struct bd_model *m, bool chat,
 
 /* The request object with owned copies of everything the generation thread reads. */
 static struct bd_request *request_new(DBusMessage *msg, struct bd_model *m, struct prompt *p,
-                                      const struct gen_req_opts *o)
+                                      const struct bd_req_opts *o)
 {
 	struct bd_request *r = calloc(1, sizeof(*r));
 	if (!r || !(r->owner = strdup(dbus_message_get_sender(msg))) ||
@@ -505,7 +324,7 @@ DBusMessage *bd_generate(DBusMessage *msg, bool chat)
 	struct bn_chat_msg *msgs = NULL;   /* [n_msgs] pointers into msg */
 	size_t n_msgs = 0;
 	struct prompt p = { 0 };
-	struct gen_req_opts o;
+	struct bd_req_opts o;
 	struct bd_request *r = NULL;
 
 	if (!chat) {
@@ -517,7 +336,7 @@ DBusMessage *bd_generate(DBusMessage *msg, bool chat)
 	if (reply)
 		goto out;
 	dbus_message_iter_next(&it);
-	if ((reply = opts_parse(msg, &it, gen_opts, &o)) || (reply = check_busy(msg)) ||
+	if ((reply = opts_reply(msg, &it, BD_OPTS_GENERATE, &o)) || (reply = check_busy(msg)) ||
 	    (reply = prompt_make(msg, bd.model, chat, prompt, msgs, n_msgs, &o, &p)))
 		goto out;
 	if (!o.seed_set && getrandom(&o.gen.sampling.seed, sizeof(o.gen.sampling.seed), 0) !=
@@ -553,8 +372,8 @@ DBusMessage *bd_tokenize(DBusMessage *msg)
 	if ((e = check_prompt(msg, "the text", text, len, true)))
 		return e;
 	dbus_message_iter_next(&it);
-	struct gen_req_opts o;
-	if ((e = opts_parse(msg, &it, tok_opts, &o)))
+	struct bd_req_opts o;
+	if ((e = opts_reply(msg, &it, BD_OPTS_TOKENIZE, &o)))
 		return e;
 	struct bd_model *m = bd.model;
 	int32_t *ids = NULL;
