@@ -75,10 +75,18 @@ struct bd_model {
 	struct bn_tokenizer *tok;
 	enum bn_chat_format chat_fmt;   /* [model] template resolved for this model */
 	struct bd_config cfg;           /* the settings it was loaded with */
+	atomic_bool stale;              /* the file changed under the mapping (guard.c) */
 };
 
 struct bd_model *bd_model_ref(struct bd_model *m);
 void bd_model_unref(struct bd_model *m);
+
+/* guard.c: a model file truncated or written to while mapped. */
+int bd_guard_install(void);             /* the SIGBUS handler; once, at start */
+void bd_guard_watch(struct bd_model *m);
+void bd_guard_unwatch(struct bd_model *m);
+/* 0 while m's file is as loaded, else -ESTALE naming what happened (sticky, logged once). */
+int bd_model_check(struct bd_model *m, struct bn_error *err);
 
 /* What the bus thread shows of the engine; copied out by the generation thread. */
 struct bd_engine_info {
@@ -101,7 +109,9 @@ struct bd_request {
 	struct bd_model *m;             /* the model ids were made with */
 	char *text;                     /* [text_len] prompt text as rendered */
 	size_t text_len;
-	bool add_bos, parse_special;
+	bool add_bos;
+	struct bn_chat_span *specials;  /* [n_specials] the template's special tokens in text */
+	size_t n_specials;
 	int32_t *ids;                   /* [n_ids] */
 	size_t n_ids;
 	struct bn_gen_opts gen;

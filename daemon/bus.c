@@ -360,8 +360,13 @@ static DBusHandlerResult on_message(DBusConnection *c, DBusMessage *msg, void *d
 
 	DBusMessage *reply = NULL;
 	if (!exists) {
-		reply = dbus_message_new_error_printf(msg, DBUS_ERROR_UNKNOWN_OBJECT,
-		                                      "no object %s (finished requests are removed)", path);
+		char why[256];
+		if (bd_request_gone_text(path, why, sizeof(why)))
+			reply = dbus_message_new_error_printf(msg, DBUS_ERROR_UNKNOWN_OBJECT, "%s: %s",
+			                                      path, why);
+		else
+			reply = dbus_message_new_error_printf(msg, DBUS_ERROR_UNKNOWN_OBJECT, "no object %s",
+			                                      path);
 	} else if (iface && !strcmp(iface, DBUS_INTERFACE_INTROSPECTABLE)) {
 		if (strcmp(member, "Introspect"))
 			reply = dbus_message_new_error_printf(msg, DBUS_ERROR_UNKNOWN_METHOD, "no method %s",

@@ -12,6 +12,9 @@
 #define BD_REQ_PATH BD_PATH "/request"
 #define BD_IFACE_MANAGER "org.bitnetd.Daemon1.Manager"
 #define BD_IFACE_REQUEST "org.bitnetd.Daemon1.Request"
+/* Largest reply or signal body the daemon builds: a quarter of the system bus's default
+ * 32 MiB message limit (a message over the limit makes the bus drop the sender). */
+#define BD_REPLY_MAX (8u << 20)
 
 struct bd_arg {
 	const char *name, *sig;
@@ -61,6 +64,8 @@ bool bd_dict_add(DBusMessageIter *dict, const char *key, int type, const void *v
 DBusMessage *bd_generate(DBusMessage *msg, bool chat);
 DBusMessage *bd_tokenize(DBusMessage *msg);
 struct bd_request *bd_request_find(const char *path);
+/* For a request path that names no live object: what became of it, in buf. */
+bool bd_request_gone_text(const char *path, char *buf, size_t len);
 void bd_request_list_children(char *buf, size_t len);
 /* Checks the UTF-8 of a string from a client before it can reach any reply. */
 bool bd_utf8_ok(const char *s, size_t len);

@@ -131,6 +131,9 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	bd_log_install();
+	if (bd_guard_install())
+		bn_log(BN_LOG_WARNING, "cannot install the SIGBUS handler: a truncated model file "
+		       "will stop the daemon");
 	bd.config_path = config;
 	bd.state = BD_LOADING;
 	bd_notify("STATUS=Reading %s", config);

@@ -77,8 +77,46 @@ static void owner_watch(const char *owner, bool add)
 		dbus_bus_remove_match(bd.conn, rule, NULL);
 }
 
+/* The last requests removed, for an accurate answer to a late call on one. */
+#define GONE_KEEP 256
+static struct {
+	uint32_t id;
+	enum bn_stop_reason reason;
+	int rc;
+} gone[GONE_KEEP];
+static unsigned n_gone;
+
+bool bd_request_gone_text(const char *path, char *buf, size_t len)
+{
+	size_t pl = strlen(BD_REQ_PATH);
+	if (strncmp(path, BD_REQ_PATH "/", pl + 1))
+		return false;
+	char *end;
+	unsigned long id = strtoul(path + pl + 1, &end, 10);
+	if (*end || end == path + pl + 1 || id > UINT32_MAX)
+		return false;
+	for (unsigned i = 0; i < GONE_KEEP && i < n_gone; i++) {
+		unsigned k = (n_gone - 1 - i) % GONE_KEEP;
+		if (gone[k].id != id)
+			continue;
+		snprintf(buf, len, "request %lu already ended (%s%s%s); ended requests are removed and "
+		         "their Finished signal went to the caller", id, bn_stop_reason_name(gone[k].reason),
+		         gone[k].rc ? ": " : "", gone[k].rc ? bn_strerror(gone[k].rc) : "");
+		return true;
+	}
+	if (id > bd.next_id)
+		snprintf(buf, len, "no request %lu: not created yet (the last is %u)", id, bd.next_id);
+	else
+		snprintf(buf, len, "request %lu ended long ago and was removed", id);
+	return true;
+}
+
 static void request_unlink(struct bd_request *r)
 {
+	gone[n_gone % GONE_KEEP].id = r->id;
+	gone[n_gone % GONE_KEEP].reason = r->st.reason;
+	gone[n_gone % GONE_KEEP].rc = r->rc;
+	n_gone++;
 	for (struct bd_request **pp = &bd.all; *pp; pp = &(*pp)->all_next)
 		if (*pp == r) {
 			*pp = r->all_next;
@@ -173,7 +211,9 @@ struct prompt {
 	char *rendered;          /* owned: the chat rendering, NULL for a raw prompt */
 	const char *text;        /* [len] what is tokenized */
 	size_t len;
-	bool add_bos, special;
+	bool add_bos;
+	struct bn_chat_span *specials;   /* owned: [n_specials] the template's special tokens */
+	size_t n_specials;
 	int32_t *ids;            /* [n_ids] owned */
 	size_t n_ids;
 };
@@ -201,23 +241,21 @@ static DBusMessage *prompt_make(DBusMessage *msg, struct bd_model *m, bool chat,
 		p->text = raw;
 		p->len = strlen(raw);
 		p->add_bos = bn_tokenizer_add_bos(m->tok);
-		p->special = false;
 	} else {
 		struct bn_chat_msg one = { "user", raw };
-		if ((rc = bn_chat_render(fmt, chat ? msgs : &one, chat ? n_msgs : 1, o->system,
-		                         &p->rendered, &err)))
+		if ((rc = bn_chat_render_spans(fmt, chat ? msgs : &one, chat ? n_msgs : 1, o->system,
+		                               &p->rendered, &p->specials, &p->n_specials, &err)))
 			return bd_error_reply(msg, rc, "%s", err.msg);
 		p->text = p->rendered;
 		p->len = strlen(p->rendered);
-		/* raw chat: contents are plain text; chat formats carry special-token text */
-		p->special = fmt != BN_CHAT_RAW;
+		/* only the template's own special tokens are parsed: contents are text */
 		p->add_bos = !bn_chat_adds_bos(fmt) && bn_tokenizer_add_bos(m->tok);
 		const char *def = bn_chat_default_stop(fmt);
 		if (def && o->n_stops < BN_STOP_MAX_STRINGS)
 			o->stops[o->n_stops++] = def;
 	}
-	if ((rc = bn_tokenize(m->tok, p->text, p->len, p->add_bos, p->special, &p->ids, &p->n_ids,
-	                      &err)))
+	if ((rc = bn_tokenize_marked(m->tok, p->text, p->len, p->specials, p->n_specials,
+	                             p->add_bos, &p->ids, &p->n_ids, &err)))
 		return bd_error_reply(msg, rc, "%s", err.msg);
 	if (!p->n_ids)
 		return bd_error_reply(msg, -EINVAL, "the prompt gives no tokens");
@@ -244,7 +282,9 @@ static struct bd_request *request_new(DBusMessage *msg, struct bd_model *m, stru
 	r->text[p->len] = '\0';
 	r->text_len = p->len;
 	r->add_bos = p->add_bos;
-	r->parse_special = p->special;
+	r->specials = p->specials;
+	r->n_specials = p->n_specials;
+	p->specials = NULL;
 	for (size_t i = 0; i < o->n_stops; i++, r->n_stops++)
 		if (!(r->stops[i] = strdup(o->stops[i])))
 			goto fail;
@@ -336,6 +376,10 @@ DBusMessage *bd_generate(DBusMessage *msg, bool chat)
 	if (reply)
 		goto out;
 	dbus_message_iter_next(&it);
+	if (bd_model_check(bd.model, &err)) {
+		reply = bd_error_reply(msg, err.code, "%s", err.msg);
+		goto out;
+	}
 	if ((reply = opts_reply(msg, &it, BD_OPTS_GENERATE, &o)) || (reply = check_busy(msg)) ||
 	    (reply = prompt_make(msg, bd.model, chat, prompt, msgs, n_msgs, &o, &p)))
 		goto out;
@@ -355,6 +399,7 @@ DBusMessage *bd_generate(DBusMessage *msg, bool chat)
 out:
 	free(p.ids);
 	free(p.rendered);
+	free(p.specials);
 	free(msgs);
 	return reply;
 }
@@ -383,6 +428,14 @@ DBusMessage *bd_tokenize(DBusMessage *msg)
 	int rc = bn_tokenize(m->tok, text, len, add_bos, o.parse_special, &ids, &n, &err);
 	if (rc)
 		return bd_error_reply(msg, rc, "%s", err.msg);
+	/* a reply the bus refuses costs the daemon its connection: stay far below its limit
+	 * whatever max_prompt_bytes allows */
+	if (n > BD_REPLY_MAX / sizeof(dbus_uint32_t)) {
+		free(ids);
+		return bd_error_reply(msg, -E2BIG, "Tokenize: the text is %zu tokens, a reply of %zu "
+		                      "bytes, over the %u-byte bound on a reply; tokenize it in parts", n,
+		                      n * sizeof(dbus_uint32_t), BD_REPLY_MAX);
+	}
 	DBusMessage *r = dbus_message_new_method_return(msg);
 	DBusMessageIter o2, a;
 	if (r) {

@@ -218,13 +218,17 @@ void bd_sched_admit(const struct bd_engine *e, struct bd_request *r)
 	double now = bn_now();
 	receipt(e, r);
 	r->queue_s = now - r->t_queued;
+	if ((rc = bd_model_check(e->model, &err))) {
+		finish(r, NULL, BN_STOP_ERROR, rc, err.msg);
+		return;
+	}
 	if (r->m != e->model) {
 		/* queued before a model reload: the ids belong to the old vocabulary */
 		free(r->ids);
 		r->ids = NULL;
 		r->n_ids = 0;
-		if ((rc = bn_tokenize(e->model->tok, r->text, r->text_len, r->add_bos, r->parse_special,
-		                      &r->ids, &r->n_ids, &err)))
+		if ((rc = bn_tokenize_marked(e->model->tok, r->text, r->text_len, r->specials,
+		                             r->n_specials, r->add_bos, &r->ids, &r->n_ids, &err)))
 			{
 			finish(r, NULL, BN_STOP_ERROR, rc, err.msg);
 			return;
@@ -316,6 +320,17 @@ void bd_sched_step(const struct bd_engine *e)
 			if (in)
 				finish(j->r, j, BN_STOP_ERROR, rc, err.msg);
 		}
+		return;
+	}
+	if ((rc = bd_model_check(e->model, &err))) {
+		/* the step may have read changed weights: its tokens are not emitted, and every
+		 * cache was computed from a file that is gone */
+		for (uint32_t i = 0; i < S.n; i++) {
+			struct job *j = S.slot[i].busy ? S.slot[i].user : NULL;
+			if (j)
+				finish(j->r, j, BN_STOP_ERROR, rc, err.msg);
+		}
+		bd_slots_forget(&S);
 		return;
 	}
 	bd_slots_commit(&S, &step);

@@ -45,6 +45,7 @@ void bd_model_unref(struct bd_model *m)
 	if (!m || atomic_fetch_sub(&m->refs, 1) != 1)
 		return;
 	bn_tokenizer_free(m->tok);
+	bd_guard_unwatch(m);
 	bn_model_free(m->model);
 	free(m);
 }
@@ -101,6 +102,7 @@ static int model_open(struct bd_model **out, const struct bd_config *c, struct b
 		bn_log(BN_LOG_NOTICE, "correction at load: %s %s x%g (rms %g -> %g)", cr->tensor,
 		       cr->kind, cr->factor, cr->rms_before, cr->rms_after);
 	}
+	bd_guard_watch(m);
 	*out = m;
 	return 0;
 }
@@ -125,7 +127,8 @@ static int engine_load(const struct bd_config *c, bool *model_changed, struct bn
 	int rc = 0;
 	*model_changed = false;
 
-	if (first || model_settings_differ(c, &w_cfg)) {
+	/* a model whose file changed under it is mapped again even with the same settings */
+	if (first || model_settings_differ(c, &w_cfg) || atomic_load(&w.model->stale)) {
 		if ((rc = model_open(&m, c, err)))
 			goto fail;
 		*model_changed = true;
@@ -343,6 +346,7 @@ void bd_request_free(struct bd_request *r)
 	free(r->owner);
 	bd_model_unref(r->m);
 	free(r->text);
+	free(r->specials);
 	free(r->ids);
 	for (size_t i = 0; i < r->n_stops; i++)
 		free(r->stops[i]);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "chat.h"
+#include "tokenizer.h"
 #include "log.h"
 #include "stop.h"
 
@@ -79,6 +80,8 @@ struct sbuf {
 	char *p;      /* [cap] NUL-terminated text */
 	size_t len, cap;
 	bool oom;
+	struct bn_chat_span *sp;   /* [n_sp] the template's special-token texts */
+	size_t n_sp, cap_sp;
 };
 
 static void sb_add(struct sbuf *b, const char *s)
@@ -103,6 +106,26 @@ static void sb_add(struct sbuf *b, const char *s)
 }
 
 /* Adds one turn. *open: instruct has written "\nA:" and waits for an answer. */
+/* Special-token text the template itself writes (never a message's content). */
+static void sb_special(struct sbuf *b, const char *s)
+{
+	size_t off = b->len;
+	sb_add(b, s);
+	if (b->oom)
+		return;
+	if (b->n_sp == b->cap_sp) {
+		size_t c = b->cap_sp ? 2 * b->cap_sp : 16;
+		struct bn_chat_span *q = realloc(b->sp, c * sizeof(*q));
+		if (!q) {
+			b->oom = true;
+			return;
+		}
+		b->sp = q;
+		b->cap_sp = c;
+	}
+	b->sp[b->n_sp++] = (struct bn_chat_span){ off, strlen(s) };
+}
+
 static void render_turn(struct sbuf *b, enum bn_chat_format f, enum role r, const char *content,
 			bool *open)
 {
@@ -115,14 +138,15 @@ static void render_turn(struct sbuf *b, enum bn_chat_format f, enum role r, cons
 	case BN_CHAT_BITNET:
 		sb_add(b, cap_name[r]);
 		sb_add(b, content);
-		sb_add(b, EOT_TEXT);
+		sb_special(b, EOT_TEXT);
 		break;
 	case BN_CHAT_LLAMA3:
-		sb_add(b, "<|start_header_id|>");
+		sb_special(b, "<|start_header_id|>");
 		sb_add(b, low_name[r]);
-		sb_add(b, "<|end_header_id|>\n\n");
+		sb_special(b, "<|end_header_id|>");
+		sb_add(b, "\n\n");
 		sb_add(b, content);
-		sb_add(b, EOT_TEXT);
+		sb_special(b, EOT_TEXT);
 		break;
 	case BN_CHAT_INSTRUCT:
 		if (r == ROLE_ASSISTANT) {
@@ -170,7 +194,18 @@ static int check_msg(const char *role, const char *content, size_t idx, const ch
 int bn_chat_render(enum bn_chat_format f, const struct bn_chat_msg *msgs, size_t n,
 		   const char *system, char **out, struct bn_error *err)
 {
+	return bn_chat_render_spans(f, msgs, n, system, out, NULL, NULL, err);
+}
+
+int bn_chat_render_spans(enum bn_chat_format f, const struct bn_chat_msg *msgs, size_t n,
+                         const char *system, char **out, struct bn_chat_span **specials,
+                         size_t *n_specials, struct bn_error *err)
+{
 	*out = NULL;
+	if (specials) {
+		*specials = NULL;
+		*n_specials = 0;
+	}
 	if (f != BN_CHAT_RAW && f != BN_CHAT_BITNET && f != BN_CHAT_LLAMA3 && f != BN_CHAT_INSTRUCT)
 		return bn_err_set(err, -EINVAL, "chat: unknown format %d", (int)f);
 	if (n == 0 || !msgs)
@@ -187,7 +222,7 @@ int bn_chat_render(enum bn_chat_format f, const struct bn_chat_msg *msgs, size_t
 	bool open = false;
 	sb_add(&b, "");
 	if (bn_chat_adds_bos(f))
-		sb_add(&b, BOS_TEXT);
+		sb_special(&b, BOS_TEXT);
 	if (system)
 		render_turn(&b, f, ROLE_SYSTEM, system, &open);
 	for (size_t i = 0; i < n; i++) {
@@ -199,7 +234,10 @@ int bn_chat_render(enum bn_chat_format f, const struct bn_chat_msg *msgs, size_t
 		sb_add(&b, "Assistant: ");
 		break;
 	case BN_CHAT_LLAMA3:
-		sb_add(&b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+		sb_special(&b, "<|start_header_id|>");
+		sb_add(&b, "assistant");
+		sb_special(&b, "<|end_header_id|>");
+		sb_add(&b, "\n\n");
 		break;
 	case BN_CHAT_INSTRUCT:
 		if (!open)
@@ -210,8 +248,90 @@ int bn_chat_render(enum bn_chat_format f, const struct bn_chat_msg *msgs, size_t
 	}
 	if (b.oom) {
 		free(b.p);
+		free(b.sp);
 		return bn_err_set(err, -ENOMEM, "chat: out of memory rendering %zu messages", n);
 	}
 	*out = b.p;
+	if (specials) {
+		*specials = b.sp;
+		*n_specials = b.n_sp;
+	} else {
+		free(b.sp);
+	}
 	return 0;
+}
+
+/* Appends ids [n] to *all. */
+static int ids_append(int32_t **all, size_t *n_all, const int32_t *ids, size_t n)
+{
+	int32_t *q = realloc(*all, (*n_all + n + 1) * sizeof(int32_t));
+	if (!q)
+		return -ENOMEM;
+	memcpy(q + *n_all, ids, n * sizeof(int32_t));
+	*all = q;
+	*n_all += n;
+	return 0;
+}
+
+int bn_tokenize_marked(const struct bn_tokenizer *t, const char *text, size_t len,
+                       const struct bn_chat_span *sp, size_t nsp, bool add_bos, int32_t **ids,
+                       size_t *n_ids, struct bn_error *err)
+{
+	/* the text between the marked special tokens is one run each, tokenized without
+	 * special parsing (so content cannot forge a turn), exactly as special parsing would
+	 * split it when the content holds no special text */
+	size_t pos = 0;
+	int32_t *all = NULL, *part = NULL;
+	size_t n_all = 0, n_part = 0;
+	int rc = 0;
+	*ids = NULL;
+	*n_ids = 0;
+	int32_t bos = bn_tokenizer_bos(t);
+	if (add_bos && bos >= 0)
+		rc = ids_append(&all, &n_all, &bos, 1);
+	for (size_t i = 0; i <= nsp && !rc; i++) {
+		size_t end = i < nsp ? sp[i].off : len;
+		if (end < pos || end > len || (i < nsp && sp[i].len > len - end)) {
+			rc = bn_err_set(err, -EINVAL, "special-token span %zu is outside the text", i);
+			break;
+		}
+		if (end > pos) {
+			if ((rc = bn_tokenize(t, text + pos, end - pos, false, false, &part, &n_part, err)))
+				break;
+			rc = ids_append(&all, &n_all, part, n_part);
+			free(part);
+		}
+		if (i < nsp && !rc) {
+			if ((rc = bn_tokenize(t, text + sp[i].off, sp[i].len, false, true, &part, &n_part,
+			                      err)))
+				break;
+			rc = ids_append(&all, &n_all, part, n_part);
+			free(part);
+			pos = sp[i].off + sp[i].len;
+		}
+	}
+	if (rc) {
+		free(all);
+		return rc == -ENOMEM ? bn_err_set(err, rc, "out of memory tokenizing") : rc;
+	}
+	*ids = all;
+	*n_ids = n_all;
+	return 0;
+}
+
+int bn_chat_tokenize(const struct bn_tokenizer *t, enum bn_chat_format f,
+                     const struct bn_chat_msg *msgs, size_t n, const char *system, bool add_bos,
+                     int32_t **ids, size_t *n_ids, struct bn_error *err)
+{
+	char *text = NULL;
+	struct bn_chat_span *sp = NULL;
+	size_t nsp = 0;
+	*ids = NULL;
+	*n_ids = 0;
+	int rc = bn_chat_render_spans(f, msgs, n, system, &text, &sp, &nsp, err);
+	if (!rc)
+		rc = bn_tokenize_marked(t, text, strlen(text), sp, nsp, add_bos, ids, n_ids, err);
+	free(text);
+	free(sp);
+	return rc;
 }

@@ -33,6 +33,7 @@ static const struct err_row err_table[] = {
 	{ EILSEQ,    "invalid UTF-8",                 "org.freedesktop.DBus.Error.InvalidArgs" },
 	{ E2BIG,     "too large",                     "org.freedesktop.DBus.Error.InvalidArgs" },
 	{ EIO,       "I/O error",                     "org.freedesktop.DBus.Error.IOError" },
+	{ ESTALE,    "model file changed on disk",    "org.bitnetd.Daemon1.Error.ModelChanged" },
 };
 
 static const struct err_row *err_find(int code)

@@ -652,6 +652,8 @@ static void gguf_free(struct bn_gguf *g)
 	free(g->tensors);
 	if (g->mapped && g->base)
 		munmap((void *)g->base, g->size);
+	if (g->has_fd)
+		close(g->fd);
 	free(g);
 }
 
@@ -804,13 +806,41 @@ int bn_gguf_open(struct bn_gguf **out, const char *path, struct bn_error *err)
 	size_t size = (size_t)st.st_size;
 	void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
 	int e = errno;
-	close(fd);      /* the map keeps the file referenced */
-	if (map == MAP_FAILED)
+	if (map == MAP_FAILED) {
+		close(fd);
 		return bn_err_set(err, -e, "%s: cannot map %zu bytes: %s", path, size, strerror(e));
+	}
 	int rc = gguf_parse(out, map, size, true, path, err);
-	if (rc)
+	if (rc) {
 		munmap(map, size);
-	return rc;
+		close(fd);
+		return rc;
+	}
+	(*out)->has_fd = true;
+	(*out)->fd = fd;
+	(*out)->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+	return 0;
+}
+
+int bn_gguf_check_file(const struct bn_gguf *g, const char *path, struct bn_error *err)
+{
+	if (!g || !g->has_fd)
+		return 0;
+	struct stat st;
+	if (fstat(g->fd, &st) < 0) {
+		int e = errno;
+		return bn_err_set(err, -e, "%s: cannot stat the mapped file: %s", path, strerror(e));
+	}
+	int64_t mt = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+	if ((uint64_t)st.st_size != g->size)
+		return bn_err_set(err, -ESTALE, "%s: the mapped model file changed on disk (%zu bytes "
+		                  "at load, %lld now); reload to serve it again", path, g->size,
+		                  (long long)st.st_size);
+	if (mt != g->mtime_ns)
+		return bn_err_set(err, -ESTALE, "%s: the mapped model file was written to since it "
+		                  "was loaded (modification time changed); reload to serve it again",
+		                  path);
+	return 0;
 }
 
 void bn_gguf_close(struct bn_gguf *g)

@@ -74,6 +74,11 @@ struct bn_gguf {
 	/* Private: hash index over keys and tensor names, built at parse time. NULL (e.g. a
 	 * struct filled by hand) makes the lookups fall back to a linear search. */
 	struct bn_gguf_index *index;
+	/* bn_gguf_open: the file stays open, so that bn_gguf_check_file sees changes made to
+	 * the mapped file itself (not to whatever the path names later). */
+	bool has_fd;
+	int fd;
+	int64_t mtime_ns;                /* at open */
 };
 
 /* Map and validate a file. On failure returns -errno and writes a message naming the
@@ -82,6 +87,10 @@ int bn_gguf_open(struct bn_gguf **out, const char *path, struct bn_error *err);
 /* Validate a buffer the caller owns (kept referenced until close). Used by tests/fuzzers. */
 int bn_gguf_parse(struct bn_gguf **out, const void *buf, size_t size, struct bn_error *err);
 void bn_gguf_close(struct bn_gguf *g);
+/* For a bn_gguf_open'ed file: 0 while the file is as it was mapped, -ESTALE when it was
+ * truncated, extended or written to since (its size or modification time changed: the
+ * mapped bytes may no longer be the ones validated at load). 0 for a parsed buffer. */
+int bn_gguf_check_file(const struct bn_gguf *g, const char *path, struct bn_error *err);
 
 /* Byte size of a tensor of this type and shape, or 0 for an unknown type or a row length
  * the type cannot hold (block multiple). Overflow-checked: 0 on overflow. */

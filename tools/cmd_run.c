@@ -269,7 +269,6 @@ int cmd_run(int argc, char **argv)
 	struct tool_engine e;
 	struct bn_vocab vocab = { 0 };
 	struct bn_tokenizer *tok = NULL;
-	char *rendered = NULL;
 	int32_t *ids = NULL;
 	size_t n_ids = 0;
 	int rc = 0;
@@ -308,11 +307,9 @@ int cmd_run(int argc, char **argv)
 		rc = bn_tokenize(tok, prompt, plen, bn_tokenizer_add_bos(tok), false, &ids, &n_ids, &err);
 	} else {
 		struct bn_chat_msg msg = { "user", prompt };
-		rc = bn_chat_render(fmt, &msg, 1, system, &rendered, &err);
-		if (!rc)
-			rc = bn_tokenize(tok, rendered, strlen(rendered),
-			                 !bn_chat_adds_bos(fmt) && bn_tokenizer_add_bos(tok), true, &ids,
-			                 &n_ids, &err);
+		rc = bn_chat_tokenize(tok, fmt, &msg, 1, system,
+		                      !bn_chat_adds_bos(fmt) && bn_tokenizer_add_bos(tok), &ids, &n_ids,
+		                      &err);
 		const char *def = bn_chat_default_stop(fmt);
 		if (def && n_stops < sizeof(stops) / sizeof(stops[0]))
 			stops[n_stops++] = def;
@@ -403,7 +400,6 @@ int cmd_run(int argc, char **argv)
 	free(out_ids.v);
 out:
 	free(ids);
-	free(rendered);
 	bn_tokenizer_free(tok);
 	bn_vocab_free(&vocab);
 	tool_engine_close(&e);
