@@ -102,6 +102,9 @@ struct bd_engine_info {
 
 enum bd_req_state { BD_REQ_QUEUED, BD_REQ_RUNNING, BD_REQ_DONE };
 
+struct bd_req_opts;       /* options.h */
+struct bd_http_stream;    /* http.h */
+
 struct bd_request {
 	uint32_t id;
 	char path[64];
@@ -145,7 +148,23 @@ struct bd_request {
 	char header_sha256[65];
 	struct bd_request *next;        /* queue link */
 	struct bd_request *all_next;    /* every live request (bus thread) */
+	struct bd_http_stream *http;    /* came through HTTP (http.c): text goes there, not to
+	                                   signals; NULL for D-Bus requests */
 };
+
+/* A Generate or Chat, whichever door it came through (request.c, bus thread). */
+struct bd_start {
+	const char *owner;              /* the caller's bus name, or "http:ADDRESS" */
+	bool chat;
+	const char *prompt;             /* !chat */
+	const struct bn_chat_msg *msgs; /* chat: [n_msgs] */
+	size_t n_msgs;
+	struct bd_req_opts *opts;       /* checked by the door; the seed is drawn here if unset */
+	struct bd_http_stream *http;
+};
+/* Checks (ready, model unchanged, prompt or messages, busy), renders and tokenizes, then
+ * queues the request; *out stays owned by the daemon. Negative errno with err set. */
+int bd_request_start(const struct bd_start *st, struct bd_request **out, struct bn_error *err);
 
 int bd_worker_start(void);
 /* Wakes the bus thread (its eventfd): text, a finished request or a load result. */

@@ -25,16 +25,6 @@ bool bd_utf8_ok(const char *s, size_t len)
 	return bn_stop_utf8_valid(s, len);
 }
 
-/* The request's options, or the error reply naming the bad one. */
-static DBusMessage *opts_reply(DBusMessage *msg, DBusMessageIter *it, enum bd_opts_table t,
-                               struct bd_req_opts *o)
-{
-	struct bn_error err = { 0 };
-	if (bd_opts_parse(it, t, &bd.cfg, o, &err))
-		return bd_error_reply(msg, err.code, "%s", err.msg);
-	return NULL;
-}
-
 /* ---- the live request list ---------------------------------------------------------- */
 
 struct bd_request *bd_request_find(const char *path)
@@ -128,82 +118,80 @@ static void request_unlink(struct bd_request *r)
 
 /* ---- Generate / Chat / Tokenize ------------------------------------------------------ */
 
-static DBusMessage *not_ready(DBusMessage *msg)
+static int not_ready(struct bn_error *err)
 {
 	if (bd.state == BD_STOPPING)
-		return bd_error_reply(msg, -EALREADY, "the daemon is stopping");
+		return bn_err_set(err, -EALREADY, "the daemon is stopping");
 	if (!bd.loaded)
-		return bd_error_reply(msg, -EALREADY, "the daemon is still loading its model");
-	return NULL;
+		return bn_err_set(err, -EALREADY, "the daemon is still loading its model");
+	return 0;
 }
 
-static DBusMessage *check_prompt(DBusMessage *msg, const char *what, const char *s, size_t len,
-                                 bool allow_empty)
+static int check_prompt(const char *what, const char *s, size_t len, bool allow_empty,
+                        struct bn_error *err)
 {
 	if (!bd_utf8_ok(s, len))
-		return bd_error_reply(msg, -EILSEQ, "%s is not valid UTF-8", what);
+		return bn_err_set(err, -EILSEQ, "%s is not valid UTF-8", what);
 	if (!len && !allow_empty)
-		return bd_error_reply(msg, -EINVAL, "%s is empty", what);
+		return bn_err_set(err, -EINVAL, "%s is empty", what);
 	if (len > bd.cfg.max_prompt_bytes)
-		return bd_error_reply(msg, -E2BIG, "%s of %zu bytes exceeds max_prompt_bytes %u", what, len,
-		                      bd.cfg.max_prompt_bytes);
-	return NULL;
+		return bn_err_set(err, -E2BIG, "%s of %zu bytes exceeds max_prompt_bytes %u", what, len,
+		                  bd.cfg.max_prompt_bytes);
+	return 0;
 }
 
-/* Chat's a(ss) at it into msgs [n] (pointers into msg), each role and content checked. */
-static DBusMessage *read_messages(DBusMessage *msg, DBusMessageIter *it, struct bn_chat_msg **out,
-                                  size_t *n_out)
+/* Roles and contents of a Chat, whichever door they came through. */
+static int check_messages(const struct bn_chat_msg *msgs, size_t n, struct bn_error *err)
 {
-	DBusMessageIter a, s;
+	size_t total = 0;
+	for (size_t i = 0; i < n; i++) {
+		const char *role = msgs[i].role;
+		if (!role || !msgs[i].content)
+			return bn_err_set(err, -EINVAL, "message %zu: no %s", i, role ? "content" : "role");
+		if (!bd_utf8_ok(role, strlen(role)) || (strcmp(role, "system") && strcmp(role, "user") &&
+		                                        strcmp(role, "assistant")))
+			return bn_err_set(err, -EINVAL, "message %zu: role '%s' is not system, user or "
+			                  "assistant", i, bd_utf8_ok(role, strlen(role)) ? role : "(invalid UTF-8)");
+		size_t cl = strlen(msgs[i].content);
+		if (!bd_utf8_ok(msgs[i].content, cl))
+			return bn_err_set(err, -EILSEQ, "message %zu: content is not valid UTF-8", i);
+		total += cl;
+	}
+	if (!n)
+		return bn_err_set(err, -EINVAL, "messages: the list is empty");
+	if (total > bd.cfg.max_prompt_bytes)
+		return bn_err_set(err, -E2BIG, "messages of %zu bytes exceed max_prompt_bytes %u", total,
+		                  bd.cfg.max_prompt_bytes);
+	return 0;
+}
+
+/* Chat's a(ss) at it into msgs [n] (pointers into msg); checked by check_messages. */
+static int read_messages(DBusMessageIter *it, struct bn_chat_msg **out, size_t *n_out,
+                         struct bn_error *err)
+{
+	DBusMessageIter a, st;
 	struct bn_chat_msg *msgs = NULL;   /* [n] */
-	size_t n = 0, cap = 0, total = 0;
-	DBusMessage *reply = NULL;
+	size_t n = 0, cap = 0;
 	dbus_message_iter_recurse(it, &a);
 	for (; dbus_message_iter_get_arg_type(&a) == DBUS_TYPE_STRUCT; dbus_message_iter_next(&a)) {
 		if (n == cap) {
 			cap = cap ? cap * 2 : 8;
 			struct bn_chat_msg *nm = realloc(msgs, cap * sizeof(*nm));
 			if (!nm) {
-				reply = bd_error_reply(msg, -ENOMEM, "out of memory");
-				goto fail;
+				free(msgs);
+				return bn_err_set(err, -ENOMEM, "out of memory");
 			}
 			msgs = nm;
 		}
-		dbus_message_iter_recurse(&a, &s);
-		dbus_message_iter_get_basic(&s, &msgs[n].role);
-		dbus_message_iter_next(&s);
-		dbus_message_iter_get_basic(&s, &msgs[n].content);
-		const char *role = msgs[n].role;
-		if (!bd_utf8_ok(role, strlen(role)) || (strcmp(role, "system") && strcmp(role, "user") &&
-		                                        strcmp(role, "assistant"))) {
-			reply = bd_error_reply(msg, -EINVAL, "message %zu: role '%s' is not system, user "
-			                       "or assistant", n,
-			                       bd_utf8_ok(role, strlen(role)) ? role : "(invalid UTF-8)");
-			goto fail;
-		}
-		size_t cl = strlen(msgs[n].content);
-		if (!bd_utf8_ok(msgs[n].content, cl)) {
-			reply = bd_error_reply(msg, -EILSEQ, "message %zu: content is not valid UTF-8", n);
-			goto fail;
-		}
-		total += cl;
+		dbus_message_iter_recurse(&a, &st);
+		dbus_message_iter_get_basic(&st, &msgs[n].role);
+		dbus_message_iter_next(&st);
+		dbus_message_iter_get_basic(&st, &msgs[n].content);
 		n++;
-	}
-	if (!n) {
-		reply = bd_error_reply(msg, -EINVAL, "messages: the list is empty");
-		goto fail;
-	}
-	if (total > bd.cfg.max_prompt_bytes) {
-		reply = bd_error_reply(msg, -E2BIG, "messages of %zu bytes exceed max_prompt_bytes %u",
-		                       total, bd.cfg.max_prompt_bytes);
-		goto fail;
 	}
 	*out = msgs;
 	*n_out = n;
-	return NULL;
-fail:
-	free(msgs);
-	return reply;
+	return 0;
 }
 
 /* A request's prompt as the engine gets it. */
@@ -219,11 +207,10 @@ struct prompt {
 };
 
 /* Renders (chat formats) and tokenizes; adds the format's default stop string to o. */
-static DBusMessage *prompt_make(DBusMessage *msg, struct bd_model *m, bool chat, const char *raw,
-                                const struct bn_chat_msg *msgs, size_t n_msgs,
-                                struct bd_req_opts *o, struct prompt *p)
+static int prompt_make(struct bd_model *m, bool chat, const char *raw,
+                       const struct bn_chat_msg *msgs, size_t n_msgs, struct bd_req_opts *o,
+                       struct prompt *p, struct bn_error *err)
 {
-	struct bn_error err = { 0 };
 	enum bn_chat_format fmt = BN_CHAT_RAW;
 	if (o->template_name) {
 		bool is_auto;
@@ -234,7 +221,7 @@ static DBusMessage *prompt_make(DBusMessage *msg, struct bd_model *m, bool chat,
 		fmt = m->chat_fmt;
 	}
 	if (!chat && fmt == BN_CHAT_RAW && o->system)
-		return bd_error_reply(msg, -EINVAL, "option system: needs a chat template (template is "
+		return bn_err_set(err, -EINVAL, "option system: needs a chat template (template is "
 		                      "raw)");
 	int rc;
 	if (fmt == BN_CHAT_RAW && !chat) {
@@ -244,8 +231,8 @@ static DBusMessage *prompt_make(DBusMessage *msg, struct bd_model *m, bool chat,
 	} else {
 		struct bn_chat_msg one = { "user", raw };
 		if ((rc = bn_chat_render_spans(fmt, chat ? msgs : &one, chat ? n_msgs : 1, o->system,
-		                               &p->rendered, &p->specials, &p->n_specials, &err)))
-			return bd_error_reply(msg, rc, "%s", err.msg);
+		                               &p->rendered, &p->specials, &p->n_specials, err)))
+			return rc;
 		p->text = p->rendered;
 		p->len = strlen(p->rendered);
 		/* only the template's own special tokens are parsed: contents are text */
@@ -255,27 +242,27 @@ static DBusMessage *prompt_make(DBusMessage *msg, struct bd_model *m, bool chat,
 			o->stops[o->n_stops++] = def;
 	}
 	if ((rc = bn_tokenize_marked(m->tok, p->text, p->len, p->specials, p->n_specials,
-	                             p->add_bos, &p->ids, &p->n_ids, &err)))
-		return bd_error_reply(msg, rc, "%s", err.msg);
+	                             p->add_bos, &p->ids, &p->n_ids, err)))
+		return rc;
 	if (!p->n_ids)
-		return bd_error_reply(msg, -EINVAL, "the prompt gives no tokens");
+		return bn_err_set(err, -EINVAL, "the prompt gives no tokens");
 	if (p->n_ids >= bd.info.n_ctx) {
 		bd.cnt.rejected++;
 		bd_props_changed(BD_PROP_COUNTERS);
-		return bd_error_reply(msg, -ENOSPC, "prompt of %zu tokens does not fit the context of "
+		return bn_err_set(err, -ENOSPC, "prompt of %zu tokens does not fit the context of "
 		                      "%u tokens (one position is needed to generate)", p->n_ids,
 		                      bd.info.n_ctx);
 	}
-	return NULL;
+	return 0;
 }
 
 /* The request object with owned copies of everything the generation thread reads. */
-static struct bd_request *request_new(DBusMessage *msg, struct bd_model *m, struct prompt *p,
+/* A live request for p and o, owned by the caller until request_enqueue. */
+static struct bd_request *request_new(const char *owner, struct bd_model *m, struct prompt *p,
                                       const struct bd_req_opts *o)
 {
 	struct bd_request *r = calloc(1, sizeof(*r));
-	if (!r || !(r->owner = strdup(dbus_message_get_sender(msg))) ||
-	    !(r->text = malloc(p->len + 1)) ||
+	if (!r || !(r->owner = strdup(owner)) || !(r->text = malloc(p->len + 1)) ||
 	    (o->n_stops && !(r->stops = calloc(o->n_stops, sizeof(char *)))))
 		goto fail;
 	memcpy(r->text, p->text, p->len);
@@ -303,24 +290,16 @@ fail:
 	return NULL;
 }
 
-/* Answers the call with r's path, then queues r: the reply goes out before any Text. */
-static bool request_submit(DBusMessage *msg, struct bd_request *r)
+/* Gives r its id and object path and queues it for the generation thread. */
+static void request_enqueue(struct bd_request *r)
 {
 	r->id = ++bd.next_id;
 	snprintf(r->path, sizeof(r->path), BD_REQ_PATH "/%u", r->id);
 	r->t_queued = bn_now();
-	DBusMessage *reply = dbus_message_new_method_return(msg);
-	const char *path = r->path;
-	if (!reply || !dbus_message_append_args(reply, DBUS_TYPE_OBJECT_PATH, &path, DBUS_TYPE_INVALID)) {
-		if (reply)
-			dbus_message_unref(reply);
-		return false;
-	}
-	if (!owner_requests(r->owner))
+	if (!r->http && !owner_requests(r->owner))
 		owner_watch(r->owner, true);
 	r->all_next = bd.all;
 	bd.all = r;
-	bd_send(reply);
 	pthread_mutex_lock(&bd.lock);
 	if (bd.qtail)
 		bd.qtail->next = r;
@@ -333,11 +312,9 @@ static bool request_submit(DBusMessage *msg, struct bd_request *r)
 	bn_log(BN_LOG_INFO, "request %u from %s: %zu prompt tokens, max_tokens %u", r->id, r->owner,
 	       r->n_ids, r->gen.max_tokens);
 	bd_props_changed(BD_PROP_QUEUE);
-	return true;
 }
 
-/* Busy when every slot runs and max_queue requests wait: answered before any tokenizing. */
-static DBusMessage *check_busy(DBusMessage *msg)
+static int check_busy(struct bn_error *err)
 {
 	pthread_mutex_lock(&bd.lock);
 	/* queued requests beyond the free slots are the ones that wait */
@@ -345,87 +322,107 @@ static DBusMessage *check_busy(DBusMessage *msg)
 	uint32_t queued = bd.n_queued, running = bd.n_running;
 	pthread_mutex_unlock(&bd.lock);
 	if (!full)
-		return NULL;
+		return 0;
 	bd.cnt.rejected++;
 	bd_props_changed(BD_PROP_COUNTERS);
-	return bd_error_reply(msg, -EAGAIN, "daemon busy: %u requests queued (max_queue %u), %u of "
-	                      "%u slots running", queued, bd.cfg.max_queue, running, bd.info.slots);
+	return bn_err_set(err, -EAGAIN, "daemon busy: %u requests queued (max_queue %u), %u of %u "
+	                  "slots running", queued, bd.cfg.max_queue, running, bd.info.slots);
+}
+
+int bd_request_start(const struct bd_start *st, struct bd_request **out, struct bn_error *err)
+{
+	struct prompt p = { 0 };
+	struct bd_req_opts *o = st->opts;
+	int rc;
+	*out = NULL;
+	if ((rc = not_ready(err)))
+		return rc;
+	if (st->chat)
+		rc = check_messages(st->msgs, st->n_msgs, err);
+	else
+		rc = check_prompt("the prompt", st->prompt, strlen(st->prompt), false, err);
+	if (rc || (rc = bd_model_check(bd.model, err)) || (rc = check_busy(err)) ||
+	    (rc = prompt_make(bd.model, st->chat, st->prompt, st->msgs, st->n_msgs, o, &p, err)))
+		goto out;
+	if (!o->seed_set && getrandom(&o->gen.sampling.seed, sizeof(o->gen.sampling.seed), 0) !=
+	                    (ssize_t)sizeof(o->gen.sampling.seed))
+		o->gen.sampling.seed = (uint64_t)bn_now();
+	if ((rc = bn_sampler_opts_check(&o->gen.sampling, err))) {
+		rc = bn_err_set(err, -ERANGE, "%s", err->msg);
+		goto out;
+	}
+	struct bd_request *r = request_new(st->owner, bd.model, &p, o);
+	if (!r) {
+		rc = bn_err_set(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	r->http = st->http;
+	request_enqueue(r);
+	*out = r;
+out:
+	free(p.ids);
+	free(p.rendered);
+	free(p.specials);
+	return rc;
 }
 
 DBusMessage *bd_generate(DBusMessage *msg, bool chat)
 {
 	struct bn_error err = { 0 };
-	DBusMessage *reply;
-	if ((reply = not_ready(msg)))
-		return reply;
 	DBusMessageIter it;
 	dbus_message_iter_init(msg, &it);
-	const char *prompt = NULL;
+	struct bd_start st = { dbus_message_get_sender(msg), chat, NULL, NULL, 0, NULL, NULL };
 	struct bn_chat_msg *msgs = NULL;   /* [n_msgs] pointers into msg */
-	size_t n_msgs = 0;
-	struct prompt p = { 0 };
 	struct bd_req_opts o;
 	struct bd_request *r = NULL;
-
-	if (!chat) {
-		dbus_message_iter_get_basic(&it, &prompt);
-		reply = check_prompt(msg, "the prompt", prompt, strlen(prompt), false);
-	} else {
-		reply = read_messages(msg, &it, &msgs, &n_msgs);
+	int rc;
+	if (!chat)
+		dbus_message_iter_get_basic(&it, &st.prompt);
+	else if ((rc = read_messages(&it, &msgs, &st.n_msgs, &err)))
+		return bd_error_reply(msg, rc, "%s", err.msg);
+	st.msgs = msgs;
+	dbus_message_iter_next(&it);
+	if (!(rc = bd_opts_parse(&it, BD_OPTS_GENERATE, &bd.cfg, &o, &err))) {
+		st.opts = &o;
+		rc = bd_request_start(&st, &r, &err);
+	}
+	free(msgs);
+	if (rc)
+		return bd_error_reply(msg, rc, "%s", err.msg);
+	DBusMessage *reply = dbus_message_new_method_return(msg);
+	const char *path = r->path;
+	if (reply && dbus_message_append_args(reply, DBUS_TYPE_OBJECT_PATH, &path, DBUS_TYPE_INVALID)) {
+		bd_send(reply);
+		return NULL;   /* answered: the dispatcher must not reply again */
 	}
 	if (reply)
-		goto out;
-	dbus_message_iter_next(&it);
-	if (bd_model_check(bd.model, &err)) {
-		reply = bd_error_reply(msg, err.code, "%s", err.msg);
-		goto out;
-	}
-	if ((reply = opts_reply(msg, &it, BD_OPTS_GENERATE, &o)) || (reply = check_busy(msg)) ||
-	    (reply = prompt_make(msg, bd.model, chat, prompt, msgs, n_msgs, &o, &p)))
-		goto out;
-	if (!o.seed_set && getrandom(&o.gen.sampling.seed, sizeof(o.gen.sampling.seed), 0) !=
-	                   (ssize_t)sizeof(o.gen.sampling.seed))
-		o.gen.sampling.seed = (uint64_t)bn_now();
-	if (bn_sampler_opts_check(&o.gen.sampling, &err)) {
-		reply = bd_error_reply(msg, -ERANGE, "%s", err.msg);
-		goto out;
-	}
-	if (!(r = request_new(msg, bd.model, &p, &o)) || !request_submit(msg, r)) {
-		bd_request_free(r);
-		reply = bd_error_reply(msg, -ENOMEM, "out of memory");
-		goto out;
-	}
-	/* already answered: tell the dispatcher not to reply again */
-out:
-	free(p.ids);
-	free(p.rendered);
-	free(p.specials);
-	free(msgs);
-	return reply;
+		dbus_message_unref(reply);
+	/* queued without a reply the caller could use: cancel it quietly */
+	pthread_mutex_lock(&bd.lock);
+	atomic_store(&r->cancel, true);
+	pthread_mutex_unlock(&bd.lock);
+	return bd_error_reply(msg, -ENOMEM, "out of memory");
 }
 
 DBusMessage *bd_tokenize(DBusMessage *msg)
 {
-	DBusMessage *e;
-	if ((e = not_ready(msg)))
-		return e;
+	struct bn_error err = { 0 };
 	DBusMessageIter it;
 	dbus_message_iter_init(msg, &it);
 	const char *text;
 	dbus_message_iter_get_basic(&it, &text);
 	size_t len = strlen(text);
-	if ((e = check_prompt(msg, "the text", text, len, true)))
-		return e;
 	dbus_message_iter_next(&it);
 	struct bd_req_opts o;
-	if ((e = opts_reply(msg, &it, BD_OPTS_TOKENIZE, &o)))
-		return e;
+	int rc;
+	if ((rc = not_ready(&err)) || (rc = check_prompt("the text", text, len, true, &err)) ||
+	    (rc = bd_opts_parse(&it, BD_OPTS_TOKENIZE, &bd.cfg, &o, &err)))
+		return bd_error_reply(msg, rc, "%s", err.msg);
 	struct bd_model *m = bd.model;
 	int32_t *ids = NULL;
 	size_t n = 0;
-	struct bn_error err = { 0 };
 	bool add_bos = o.add_bos_set ? o.add_bos : bn_tokenizer_add_bos(m->tok);
-	int rc = bn_tokenize(m->tok, text, len, add_bos, o.parse_special, &ids, &n, &err);
+	rc = bn_tokenize(m->tok, text, len, add_bos, o.parse_special, &ids, &n, &err);
 	if (rc)
 		return bd_error_reply(msg, rc, "%s", err.msg);
 	/* a reply the bus refuses costs the daemon its connection: stay far below its limit
