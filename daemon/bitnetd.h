@@ -36,6 +36,12 @@ struct bd_config {
 	uint32_t max_tokens;         /* default when the client does not say */
 	double temperature, top_p, min_p, repeat_penalty;
 	uint32_t top_k;
+	/* [http] */
+	char http_listen[512];       /* empty: no HTTP; else "127.0.0.1:8080 [::1]:8080" */
+	char http_api_key_file[4096];
+	uint32_t http_max_body_bytes;
+	uint32_t http_max_connections;
+	uint32_t http_timeout;       /* seconds a client may stay silent */
 	/* [log] */
 	int log_level;               /* BN_LOG_* */
 };

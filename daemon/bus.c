@@ -19,6 +19,7 @@
 #include "bitnetd.h"
 #include "bus.h"
 #include "error.h"
+#include "http.h"
 #include "log.h"
 
 #define MAX_WATCHES 16
@@ -600,6 +601,7 @@ int bd_bus_run(int sfd)
 			uint64_t v;
 			ssize_t k = read(bd.efd, &v, sizeof(v));
 			(void)k;
+			bd_http_service();
 			bd_requests_pump();
 		}
 		if (pf[0].revents & POLLIN)

@@ -91,6 +91,17 @@ static const struct key keys[] = {
 	{ "server", "min_p", K_DOUBLE, OFF(min_p), 0, 0, 1, NULL, "0.05", "default min-p (0: off)" },
 	{ "server", "repeat_penalty", K_DOUBLE, OFF(repeat_penalty), 0, 1e-6, 10, NULL, "1.0",
 	  "default repetition penalty (1: off)" },
+	{ "http", "listen", K_STR, OFF(http_listen), SZ(http_listen), 0, 0, NULL, "",
+	  "addresses of the OpenAI-compatible HTTP listener, e.g. 127.0.0.1:8080 [::1]:8080; empty "
+	  "for none (without api_key_file only loopback addresses are allowed)" },
+	{ "http", "api_key_file", K_STR, OFF(http_api_key_file), SZ(http_api_key_file), 0, 0, NULL,
+	  "", "file of API keys, one per line, for Authorization: Bearer; empty for no keys" },
+	{ "http", "max_body_bytes", K_UINT, OFF(http_max_body_bytes), 0, 1024, 256u << 20, NULL,
+	  "4194304", "largest HTTP request body" },
+	{ "http", "max_connections", K_UINT, OFF(http_max_connections), 0, 1, 4096, NULL, "64",
+	  "HTTP connections at once (each has a thread)" },
+	{ "http", "timeout", K_UINT, OFF(http_timeout), 0, 1, 3600, NULL, "60",
+	  "seconds an HTTP client may stay silent before it is dropped" },
 	{ "log", "level", K_LEVEL, OFF(log_level), 0, 0, 0, "err warning notice info debug", "info",
 	  "most verbose level logged" },
 };

@@ -18,6 +18,7 @@
 #include "bitnetd.h"
 #include "bus.h"
 #include "cpu.h"
+#include "http.h"
 #include "log.h"
 
 #ifndef PACKAGE_VERSION
@@ -208,6 +209,12 @@ int main(int argc, char **argv)
 	bd_notify("STATUS=Connecting to the bus");
 	if (bd_bus_connect(bus_type, address) || bd_bus_request_name())
 		goto out;
+	struct bn_error herr = { 0 };
+	if (bd_http_start(&cfg, &herr)) {
+		bn_log(BN_LOG_ERR, "not starting: %s", herr.msg);
+		bd_notify("STATUS=Failed: %s", herr.msg);
+		goto out;
+	}
 	bd_set_state(BD_READY);
 	bn_log(BN_LOG_NOTICE, "ready on %s as %s: kernel %s, %u threads on CPUs %s, %u slots of "
 	       "context %u",
@@ -229,8 +236,15 @@ out:
 	while (bd.all) {
 		struct bd_request *r = bd.all;
 		bd.all = r->all_next;
+		if (r->http) {   /* its HTTP client waits for an end */
+			r->st.reason = BN_STOP_ERROR;
+			r->rc = -EALREADY;
+			snprintf(r->err, sizeof(r->err), "the daemon stopped");
+			bd_http_finished(r->http, r);
+		}
 		bd_request_free(r);
 	}
+	bd_http_stop();
 	bd_manager_cleanup();
 	close(sfd);
 	close(bd.efd);

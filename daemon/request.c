@@ -15,6 +15,7 @@
 #include "bitnetd.h"
 #include "bus.h"
 #include "error.h"
+#include "http.h"
 #include "log.h"
 #include "options.h"
 #include "stop.h"
@@ -112,7 +113,7 @@ static void request_unlink(struct bd_request *r)
 			*pp = r->all_next;
 			break;
 		}
-	if (!owner_requests(r->owner))
+	if (!r->http && !owner_requests(r->owner))
 		owner_watch(r->owner, false);
 }
 
@@ -607,12 +608,18 @@ void bd_requests_pump(void)
 	pthread_mutex_lock(&bd.lock);
 	bool load_done = bd.load_done;
 	for (struct bd_request *r = bd.all; r; r = r->all_next) {
+		/* an HTTP client that went away cancels its request, as leaving the bus does */
+		if (r->http && r->state != BD_REQ_DONE && !atomic_load(&r->cancel) &&
+		    bd_http_gone(r->http))
+			request_cancel_locked(r);
 		if (r->out_len) {
 			r->out[r->out_len] = '\0';
 			char *fixed = NULL;
 			const char *t = r->out;
 			if (memchr(r->out, '\0', r->out_len) && !(t = fixed = nul_to_fffd(r->out, r->out_len)))
 				bn_log(BN_LOG_ERR, "request %u: out of memory: text dropped", r->id);
+			else if (dbus_validate_utf8(t, NULL) && r->http)
+				bd_http_text(r->http, t);
 			else if (dbus_validate_utf8(t, NULL))
 				send_text(r, t);
 			else
@@ -635,7 +642,11 @@ void bd_requests_pump(void)
 	pthread_mutex_unlock(&bd.lock);
 	for (struct bd_request *r = done, *next; r; r = next) {
 		next = r->all_next;
-		send_finished(r);
+		if (r->http)
+			bd_http_finished(r->http, r);   /* drops the request's reference */
+		else
+			send_finished(r);
+		bd_http_observe(r);
 		switch (r->st.reason) {
 		case BN_STOP_CANCELLED: bd.cnt.cancelled++; break;
 		case BN_STOP_ERROR:

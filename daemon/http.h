@@ -1,0 +1,32 @@
+/* The OpenAI-compatible HTTP front door: POST /v1/completions and /v1/chat/completions
+ * (JSON or server-sent events), GET /v1/models, /health and /metrics. Requests go through
+ * the same bd_request_start, scheduler, limits and receipts as D-Bus ones.
+ *
+ * Threads: libmicrohttpd runs one thread per connection. Those threads never touch the
+ * daemon's state: they hand each job (start a request, take a snapshot for /health,
+ * /v1/models or /metrics) to the bus thread and wait for its answer; the bus thread's pump
+ * hands the generated text to the connection's stream. */
+#ifndef BD_HTTP_H
+#define BD_HTTP_H
+
+#include "bitnetd.h"
+#include "error.h"
+
+struct bd_http_stream;
+
+/* Starts the listener on cfg's [http] listen addresses (nothing when empty). Errors name
+ * the address. */
+int bd_http_start(const struct bd_config *cfg, struct bn_error *err);
+void bd_http_stop(void);
+/* Bus thread, on every wake: runs the jobs the connection threads posted. */
+void bd_http_service(void);
+/* Bus thread (the pump): text of r, then its end. bd_http_finished drops the request's
+ * reference to the stream. */
+void bd_http_text(struct bd_http_stream *s, const char *text);
+void bd_http_finished(struct bd_http_stream *s, const struct bd_request *r);
+/* True once the client went away (the pump then cancels the request). */
+bool bd_http_gone(const struct bd_http_stream *s);
+/* Bus thread, when a request ends: the figures /metrics shows. */
+void bd_http_observe(const struct bd_request *r);
+
+#endif
