@@ -20,9 +20,8 @@
 #include "bitnetd.h"
 #include "http.h"
 #include "log.h"
-#include "options.h"
-#include "sampler.h"
-#include "stop.h"
+#include "metrics.h"
+#include "openai.h"
 
 #define HTTP_MAX_LISTEN 8
 #define HTTP_MAX_KEYS 64
@@ -55,7 +54,12 @@ static struct bd_http_stream *stream_new(void)
 	return s;
 }
 
-static void stream_unref(struct bd_http_stream *s)
+void bd_http_stream_ref(struct bd_http_stream *s)
+{
+	atomic_fetch_add(&s->refs, 1);
+}
+
+void bd_http_stream_unref(struct bd_http_stream *s)
 {
 	if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
 		return;
@@ -99,59 +103,12 @@ void bd_http_finished(struct bd_http_stream *s, const struct bd_request *r)
 	snprintf(s->err, sizeof(s->err), "%s", r->rc ? r->err : "");
 	pthread_cond_broadcast(&s->cv);
 	pthread_mutex_unlock(&s->mu);
-	stream_unref(s);
+	bd_http_stream_unref(s);
 }
 
 bool bd_http_gone(const struct bd_http_stream *s)
 {
 	return atomic_load(&s->gone);
-}
-
-/* ---- metrics (bus thread) ----------------------------------------------------------- */
-
-static const double hist_bounds[] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 };
-#define N_BOUNDS (sizeof(hist_bounds) / sizeof(hist_bounds[0]))
-
-struct hist {
-	uint64_t bucket[N_BOUNDS];   /* cumulative counts are formed when printed */
-	uint64_t count;
-	double sum;
-};
-
-static struct hist h_ttft, h_itl, h_queue;
-
-static void hist_add(struct hist *h, double v)
-{
-	if (!(v >= 0) || !isfinite(v))
-		return;
-	for (size_t i = 0; i < N_BOUNDS; i++)
-		if (v <= hist_bounds[i]) {
-			h->bucket[i]++;
-			break;
-		}
-	h->count++;
-	h->sum += v;
-}
-
-void bd_http_observe(const struct bd_request *r)
-{
-	if (r->st.n_gen)
-		hist_add(&h_ttft, r->first_token_s);
-	if (r->st.n_gen > 1)
-		hist_add(&h_itl, r->st.gen_s / (double)(r->st.n_gen - 1));
-	hist_add(&h_queue, r->queue_s);
-}
-
-/* HTTP responses by status, counted by the connection threads. */
-static const unsigned codes[] = { 200, 400, 401, 404, 405, 413, 429, 500, 503 };
-#define N_CODES (sizeof(codes) / sizeof(codes[0]))
-static _Atomic uint64_t code_count[N_CODES];
-
-static void count_code(unsigned code)
-{
-	for (size_t i = 0; i < N_CODES; i++)
-		if (codes[i] == code)
-			atomic_fetch_add(&code_count[i], 1);
 }
 
 /* ---- jobs: connection thread -> bus thread ------------------------------------------- */
@@ -162,18 +119,9 @@ struct job {
 	enum job_kind kind;
 	struct job *next;
 	bool done;
-	/* J_START in */
-	bool chat;
-	json_object *body;
-	struct bd_http_stream *stream;
-	char peer[64];
-	/* out */
-	unsigned status;
-	char *out;                       /* J_* body, malloc'd */
-	int rc;
-	char err[512];
-	char model[128];
-	uint32_t id;
+	struct bd_openai_start st;       /* J_START */
+	unsigned status;                 /* the others: the response */
+	char *out;                       /* malloc'd body */
 };
 
 static struct {
@@ -223,12 +171,6 @@ static bool job_run(struct job *j)
 	return ok;
 }
 
-static const char *model_id(void)
-{
-	const char *p = bd.cfg.model_path, *s = strrchr(p, '/');
-	return s ? s + 1 : p;
-}
-
 static void snap_health(struct job *j)
 {
 	const char *st = bd.state == BD_STOPPING ? "stopping"
@@ -239,7 +181,7 @@ static void snap_health(struct job *j)
 	json_object *o = json_object_new_object();
 	json_object_object_add(o, "status", json_object_new_string(st));
 	if (bd.loaded)
-		json_object_object_add(o, "model", json_object_new_string(model_id()));
+		json_object_object_add(o, "model", json_object_new_string(bd_openai_model_id()));
 	j->out = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
 	json_object_put(o);
 }
@@ -250,7 +192,7 @@ static void snap_models(struct job *j)
 	json_object_object_add(o, "object", json_object_new_string("list"));
 	if (bd.loaded) {
 		json_object *m = json_object_new_object();
-		json_object_object_add(m, "id", json_object_new_string(model_id()));
+		json_object_object_add(m, "id", json_object_new_string(bd_openai_model_id()));
 		json_object_object_add(m, "object", json_object_new_string("model"));
 		json_object_object_add(m, "created", json_object_new_int64(0));
 		json_object_object_add(m, "owned_by", json_object_new_string("bitnetd"));
@@ -260,311 +202,6 @@ static void snap_models(struct job *j)
 	j->status = 200;
 	j->out = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
 	json_object_put(o);
-}
-
-struct sbuf {
-	char *p;
-	size_t len, cap;
-};
-
-static void sb_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(struct sbuf *b, const char *fmt, ...)
-{
-	for (;;) {
-		va_list ap;
-		va_start(ap, fmt);
-		int n = b->p ? vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap) : -1;
-		va_end(ap);
-		if (n >= 0 && b->len + (size_t)n < b->cap) {
-			b->len += (size_t)n;
-			return;
-		}
-		size_t c = b->cap ? b->cap * 2 : 4096;
-		while (n >= 0 && c < b->len + (size_t)n + 1)
-			c *= 2;
-		char *q = realloc(b->p, c);
-		if (!q)
-			return;
-		b->p = q;
-		b->cap = c;
-	}
-}
-
-static void metric(struct sbuf *b, const char *name, const char *type, const char *help)
-{
-	sb_printf(b, "# HELP bitnetd_%s %s\n# TYPE bitnetd_%s %s\n", name, help, name, type);
-}
-
-static void hist_print(struct sbuf *b, const char *name, const char *help, const struct hist *h)
-{
-	metric(b, name, "histogram", help);
-	uint64_t cum = 0;
-	for (size_t i = 0; i < N_BOUNDS; i++) {
-		cum += h->bucket[i];
-		sb_printf(b, "bitnetd_%s_bucket{le=\"%g\"} %llu\n", name, hist_bounds[i],
-		          (unsigned long long)cum);
-	}
-	sb_printf(b, "bitnetd_%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)h->count);
-	sb_printf(b, "bitnetd_%s_sum %.6f\nbitnetd_%s_count %llu\n", name, h->sum, name,
-	          (unsigned long long)h->count);
-}
-
-static void snap_metrics(struct job *j)
-{
-	struct sbuf b = { 0 };
-	pthread_mutex_lock(&bd.lock);
-	uint32_t queued = bd.n_queued, running = bd.n_running;
-	pthread_mutex_unlock(&bd.lock);
-	const struct bd_counters *c = &bd.cnt;
-	metric(&b, "ready", "gauge", "1 when the daemon answers requests");
-	sb_printf(&b, "bitnetd_ready %d\n", bd.loaded && bd.state == BD_READY);
-	metric(&b, "requests_total", "counter", "Generate/Chat/completion requests by outcome");
-	sb_printf(&b, "bitnetd_requests_total{outcome=\"served\"} %llu\n", (unsigned long long)c->served);
-	sb_printf(&b, "bitnetd_requests_total{outcome=\"failed\"} %llu\n", (unsigned long long)c->failed);
-	sb_printf(&b, "bitnetd_requests_total{outcome=\"cancelled\"} %llu\n",
-	          (unsigned long long)c->cancelled);
-	sb_printf(&b, "bitnetd_requests_total{outcome=\"rejected\"} %llu\n",
-	          (unsigned long long)c->rejected);
-	metric(&b, "tokens_total", "counter", "prompt tokens read and tokens generated");
-	sb_printf(&b, "bitnetd_tokens_total{direction=\"prompt\"} %llu\n", (unsigned long long)c->tokens_in);
-	sb_printf(&b, "bitnetd_tokens_total{direction=\"generated\"} %llu\n",
-	          (unsigned long long)c->tokens_out);
-	metric(&b, "prefix_cache_hits_total", "counter", "requests that reused a cached prompt prefix");
-	sb_printf(&b, "bitnetd_prefix_cache_hits_total %llu\n", (unsigned long long)c->cache_hits);
-	metric(&b, "prefix_cached_tokens_total", "counter", "prompt tokens taken from the prefix cache");
-	sb_printf(&b, "bitnetd_prefix_cached_tokens_total %llu\n", (unsigned long long)c->cached_tokens);
-	metric(&b, "queue_depth", "gauge", "requests waiting for a slot");
-	sb_printf(&b, "bitnetd_queue_depth %u\n", queued);
-	metric(&b, "slots_busy", "gauge", "slots generating");
-	sb_printf(&b, "bitnetd_slots_busy %u\n", running);
-	metric(&b, "slots", "gauge", "slots configured");
-	sb_printf(&b, "bitnetd_slots %u\n", bd.info.slots);
-	metric(&b, "kv_positions", "gauge", "context positions held by the slots' KV caches");
-	sb_printf(&b, "bitnetd_kv_positions %llu\n", (unsigned long long)atomic_load(&bd.kv_positions));
-	hist_print(&b, "time_to_first_token_seconds", "submission to the first generated token", &h_ttft);
-	hist_print(&b, "inter_token_seconds", "mean time between generated tokens, per request",
-	           &h_itl);
-	hist_print(&b, "queue_seconds", "time waiting for a slot", &h_queue);
-	metric(&b, "http_responses_total", "counter", "HTTP responses by status code");
-	for (size_t i = 0; i < N_CODES; i++)
-		sb_printf(&b, "bitnetd_http_responses_total{code=\"%u\"} %llu\n", codes[i],
-		          (unsigned long long)atomic_load(&code_count[i]));
-	j->status = b.p ? 200 : 500;
-	j->out = b.p;
-}
-
-/* ---- request bodies to options (bus thread: the limits are bd.cfg's) ----------------- */
-
-static int bad_param(struct job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int bad_param(struct job *j, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(j->err, sizeof(j->err), fmt, ap);
-	va_end(ap);
-	j->rc = -EINVAL;
-	return -EINVAL;
-}
-
-static bool get_number(json_object *o, const char *k, double *out)
-{
-	json_object *v;
-	if (!json_object_object_get_ex(o, k, &v) || json_object_is_type(v, json_type_null))
-		return false;
-	*out = json_object_is_type(v, json_type_double) || json_object_is_type(v, json_type_int)
-	       ? json_object_get_double(v) : NAN;
-	return true;
-}
-
-/* OpenAI's fields, and the sampler's own as extensions (top_k, min_p, repeat_penalty). */
-static int body_opts(struct job *j, json_object *b, struct bd_req_opts *o)
-{
-	memset(o, 0, sizeof(*o));
-	bn_sampler_opts_default(&o->gen.sampling);
-	o->gen.sampling.temperature = (float)bd.cfg.temperature;
-	o->gen.sampling.top_k = bd.cfg.top_k;
-	o->gen.sampling.top_p = (float)bd.cfg.top_p;
-	o->gen.sampling.min_p = (float)bd.cfg.min_p;
-	o->gen.sampling.repeat_penalty = (float)bd.cfg.repeat_penalty;
-	o->gen.max_tokens = bd.cfg.max_tokens;
-	double x;
-	json_object *v;
-	for (const char *const *k = (const char *const[]){ "max_tokens", "max_completion_tokens", NULL };
-	     *k; k++)
-		if (get_number(b, *k, &x)) {
-			if (!(x >= 1 && x <= bd.cfg.max_tokens_limit) || x != floor(x))
-				return bad_param(j, "%s: %g is not an integer in [1, %u] (max_tokens_limit)", *k,
-				                 x, bd.cfg.max_tokens_limit);
-			o->gen.max_tokens = (uint32_t)x;
-		}
-	if (get_number(b, "temperature", &x)) {
-		if (!(x >= 0 && x <= BN_SAMPLER_MAX_TEMPERATURE))
-			return bad_param(j, "temperature: %g is outside [0, %g]", x,
-			                 (double)BN_SAMPLER_MAX_TEMPERATURE);
-		o->gen.sampling.temperature = (float)x;
-	}
-	if (get_number(b, "top_p", &x)) {
-		if (!(x > 0 && x <= 1) || !((float)x > 0))
-			return bad_param(j, "top_p: %g is outside (0, 1]", x);
-		o->gen.sampling.top_p = (float)x;
-	}
-	if (get_number(b, "top_k", &x)) {
-		if (!(x >= 0 && x <= (1u << 24)) || x != floor(x))
-			return bad_param(j, "top_k: %g is not an integer in [0, %u]", x, 1u << 24);
-		o->gen.sampling.top_k = (uint32_t)x;
-	}
-	if (get_number(b, "min_p", &x)) {
-		if (!(x >= 0 && x <= 1))
-			return bad_param(j, "min_p: %g is outside [0, 1]", x);
-		o->gen.sampling.min_p = (float)x;
-	}
-	if (get_number(b, "repeat_penalty", &x)) {
-		if (!(x > 0 && x <= BN_SAMPLER_MAX_REPEAT_PENALTY) || !((float)x > 0))
-			return bad_param(j, "repeat_penalty: %g is outside (0, %g]", x,
-			                 (double)BN_SAMPLER_MAX_REPEAT_PENALTY);
-		o->gen.sampling.repeat_penalty = (float)x;
-	}
-	for (const char *const *k = (const char *const[]){ "frequency_penalty", "presence_penalty", NULL };
-	     *k; k++)
-		if (get_number(b, *k, &x) && x != 0)
-			return bad_param(j, "%s: not supported (use repeat_penalty, 1 = off)", *k);
-	if (get_number(b, "n", &x) && x != 1)
-		return bad_param(j, "n: only 1 completion per request");
-	if (get_number(b, "best_of", &x) && x != 1)
-		return bad_param(j, "best_of: only 1");
-	for (const char *const *k = (const char *const[]){ "logprobs", "echo", NULL }; *k; k++)
-		if (json_object_object_get_ex(b, *k, &v) && json_object_get_boolean(v) &&
-		    !json_object_is_type(v, json_type_null))
-			return bad_param(j, "%s: not supported", *k);
-	if (json_object_object_get_ex(b, "seed", &v) && !json_object_is_type(v, json_type_null)) {
-		if (!json_object_is_type(v, json_type_int))
-			return bad_param(j, "seed: not an integer");
-		o->gen.sampling.seed = (uint64_t)json_object_get_int64(v);
-		o->seed_set = true;
-	}
-	if (json_object_object_get_ex(b, "stop", &v) && !json_object_is_type(v, json_type_null)) {
-		bool one = json_object_is_type(v, json_type_string);
-		if (!one && !json_object_is_type(v, json_type_array))
-			return bad_param(j, "stop: a string or an array of strings");
-		size_t n = one ? 1 : json_object_array_length(v);
-		if (n > BN_STOP_MAX_STRINGS)
-			return bad_param(j, "stop: more than %d strings", BN_STOP_MAX_STRINGS);
-		for (size_t i = 0; i < n; i++) {
-			json_object *e = one ? v : json_object_array_get_idx(v, i);
-			if (!json_object_is_type(e, json_type_string))
-				return bad_param(j, "stop: element %zu is not a string", i);
-			const char *s = json_object_get_string(e);
-			size_t l = strlen(s);
-			if (!l || l > BN_STOP_MAX_LEN || !bn_stop_utf8_valid(s, l))
-				return bad_param(j, "stop: string %zu is empty, longer than %d bytes or not "
-				                 "UTF-8", i, BN_STOP_MAX_LEN);
-			o->stops[o->n_stops++] = s;
-		}
-	}
-	o->gen.stops = o->stops;
-	o->gen.n_stops = o->n_stops;
-	return 0;
-}
-
-/* A message's content: a string, or an array of {"type": "text", "text": ...} parts (joined). */
-static int content_text(struct job *j, json_object *c, size_t i, char **out)
-{
-	if (json_object_is_type(c, json_type_string)) {
-		*out = strdup(json_object_get_string(c));
-		return *out ? 0 : -ENOMEM;
-	}
-	if (!json_object_is_type(c, json_type_array))
-		return bad_param(j, "messages[%zu].content: a string or an array of text parts", i);
-	struct sbuf b = { 0 };
-	sb_printf(&b, "%s", "");
-	for (size_t k = 0; k < json_object_array_length(c); k++) {
-		json_object *p = json_object_array_get_idx(c, k), *t, *x;
-		if (!json_object_object_get_ex(p, "type", &t) || strcmp(json_object_get_string(t), "text") ||
-		    !json_object_object_get_ex(p, "text", &x) || !json_object_is_type(x, json_type_string)) {
-			free(b.p);
-			return bad_param(j, "messages[%zu].content[%zu]: only text parts are supported", i, k);
-		}
-		sb_printf(&b, "%s", json_object_get_string(x));
-	}
-	*out = b.p;
-	return b.p ? 0 : -ENOMEM;
-}
-
-static void job_start(struct job *j)
-{
-	json_object *b = j->body, *v;
-	struct bd_req_opts o;
-	struct bn_chat_msg *msgs = NULL;
-	char **texts = NULL;
-	size_t n = 0;
-	struct bd_request *r = NULL;
-	struct bn_error err = { 0 };
-	snprintf(j->model, sizeof(j->model), "%.127s", model_id());
-	if (!json_object_is_type(b, json_type_object)) {
-		bad_param(j, "the body is not a JSON object");
-		return;
-	}
-	if (body_opts(j, b, &o))
-		return;
-	struct bd_start st = { NULL, j->chat, NULL, NULL, 0, &o, j->stream };
-	char owner[80];
-	snprintf(owner, sizeof(owner), "http:%s", j->peer);
-	st.owner = owner;
-	if (j->chat) {
-		if (!json_object_object_get_ex(b, "messages", &v) || !json_object_is_type(v, json_type_array)) {
-			bad_param(j, "messages: required, an array");
-			return;
-		}
-		n = json_object_array_length(v);
-		msgs = calloc(n ? n : 1, sizeof(*msgs));
-		texts = calloc(n ? n : 1, sizeof(*texts));
-		if (!msgs || !texts) {
-			j->rc = -ENOMEM;
-			snprintf(j->err, sizeof(j->err), "out of memory");
-			goto out;
-		}
-		for (size_t i = 0; i < n; i++) {
-			json_object *m = json_object_array_get_idx(v, i), *role, *content;
-			if (!json_object_object_get_ex(m, "role", &role) ||
-			    !json_object_is_type(role, json_type_string) ||
-			    !json_object_object_get_ex(m, "content", &content)) {
-				bad_param(j, "messages[%zu]: needs a role and a content", i);
-				goto out;
-			}
-			const char *rs = json_object_get_string(role);
-			msgs[i].role = !strcmp(rs, "developer") ? "system" : rs;
-			if (content_text(j, content, i, &texts[i]))
-				goto out;
-			msgs[i].content = texts[i];
-		}
-		st.msgs = msgs;
-		st.n_msgs = n;
-	} else {
-		if (!json_object_object_get_ex(b, "prompt", &v)) {
-			bad_param(j, "prompt: required");
-			goto out;
-		}
-		if (json_object_is_type(v, json_type_array) && json_object_array_length(v) == 1)
-			v = json_object_array_get_idx(v, 0);
-		if (!json_object_is_type(v, json_type_string)) {
-			bad_param(j, "prompt: a string (or an array of one string)");
-			goto out;
-		}
-		st.prompt = json_object_get_string(v);
-	}
-	/* the request holds a reference to the stream from here until bd_http_finished */
-	atomic_fetch_add(&j->stream->refs, 1);
-	if ((j->rc = bd_request_start(&st, &r, &err))) {
-		stream_unref(j->stream);
-		snprintf(j->err, sizeof(j->err), "%s", err.msg);
-		goto out;
-	}
-	j->id = r->id;
-out:
-	for (size_t i = 0; texts && i < n; i++)
-		free(texts[i]);
-	free(texts);
-	free(msgs);
 }
 
 void bd_http_service(void)
@@ -581,10 +218,13 @@ void bd_http_service(void)
 		if (!j)
 			return;
 		switch (j->kind) {
-		case J_START: job_start(j); break;
+		case J_START: bd_openai_start(&j->st); break;
 		case J_HEALTH: snap_health(j); break;
 		case J_MODELS: snap_models(j); break;
-		case J_METRICS: snap_metrics(j); break;
+		case J_METRICS:
+			j->out = bd_metrics_text();
+			j->status = 200;
+			break;
 		}
 		pthread_mutex_lock(&H.mu);
 		j->done = true;
@@ -598,7 +238,7 @@ void bd_http_service(void)
 static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const char *type,
                                char *body)
 {
-	count_code(status);
+	bd_metrics_http_code(status);
 	if (!body)
 		return MHD_NO;
 	struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), body,
@@ -615,49 +255,10 @@ static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const 
 	return ret;
 }
 
-static const char *err_type(unsigned status)
-{
-	switch (status) {
-	case 400: case 404: case 405: case 413: return "invalid_request_error";
-	case 401: return "authentication_error";
-	case 429: return "rate_limit_error";
-	case 503: return "service_unavailable";
-	default: return "server_error";
-	}
-}
-
-/* {"error": {"message", "type", "param": null, "code"}} */
 static enum MHD_Result respond_error(struct MHD_Connection *c, unsigned status, const char *code,
                                      const char *msg)
 {
-	json_object *o = json_object_new_object(), *e = json_object_new_object();
-	json_object_object_add(e, "message", json_object_new_string(msg));
-	json_object_object_add(e, "type", json_object_new_string(err_type(status)));
-	json_object_object_add(e, "param", NULL);
-	json_object_object_add(e, "code", code ? json_object_new_string(code) : NULL);
-	json_object_object_add(o, "error", e);
-	char *body = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-	json_object_put(o);
-	return respond(c, status, "application/json", body);
-}
-
-/* A daemon error (negative errno) as an HTTP status. */
-static unsigned status_of(int rc, const char **code)
-{
-	*code = NULL;
-	switch (-rc) {
-	case EINVAL: case ERANGE: case EILSEQ: case E2BIG: return 400;
-	case ENOSPC: *code = "context_length_exceeded"; return 400;
-	case EAGAIN: case EBUSY: *code = "busy"; return 429;
-	case EALREADY: *code = "not_ready"; return 503;
-	case ESTALE: *code = "model_changed"; return 503;
-	default: return 500;
-	}
-}
-
-static const char *finish_reason(enum bn_stop_reason r)
-{
-	return r == BN_STOP_LENGTH || r == BN_STOP_CONTEXT_FULL ? "length" : "stop";
+	return respond(c, status, "application/json", bd_openai_error(status, code, msg));
 }
 
 /* ---- a connection ---------------------------------------------------------------------- */
@@ -667,11 +268,9 @@ struct conn {
 	size_t len;
 	bool too_big;
 	struct bd_http_stream *stream;  /* a completion's, once started */
+	struct bd_openai_resp resp;
 	/* streaming (SSE) state, used by the content reader */
-	bool chat, include_usage, role_sent, final_sent, done_sent;
-	uint32_t id;
-	long created;
-	char model[128];
+	bool include_usage, final_sent, done_sent;
 	char *pend;                     /* formatted bytes not yet handed to MHD */
 	size_t pend_len, pend_off;
 };
@@ -683,7 +282,7 @@ static void conn_free(struct conn *k)
 	if (k->stream) {
 		atomic_store(&k->stream->gone, true);   /* a no-op once the request ended */
 		bd_wake_bus();
-		stream_unref(k->stream);
+		bd_http_stream_unref(k->stream);
 	}
 	free(k->body);
 	free(k->pend);
@@ -711,72 +310,6 @@ static bool authorized(struct MHD_Connection *c)
 	return ok;
 }
 
-/* One SSE event for a chunk (text NULL: the closing chunk with finish_reason). */
-static char *sse_chunk(struct conn *k, const char *text, const char *finish, bool usage_only,
-                       const struct bd_http_stream *s)
-{
-	json_object *o = json_object_new_object(), *choices = json_object_new_array();
-	char id[48];
-	snprintf(id, sizeof(id), "%s-%u", k->chat ? "chatcmpl" : "cmpl", k->id);
-	json_object_object_add(o, "id", json_object_new_string(id));
-	json_object_object_add(o, "object", json_object_new_string(k->chat ? "chat.completion.chunk"
-	                                                                   : "text_completion"));
-	json_object_object_add(o, "created", json_object_new_int64(k->created));
-	json_object_object_add(o, "model", json_object_new_string(k->model));
-	if (!usage_only) {
-		json_object *ch = json_object_new_object();
-		json_object_object_add(ch, "index", json_object_new_int(0));
-		if (k->chat) {
-			json_object *d = json_object_new_object();
-			if (!k->role_sent) {
-				json_object_object_add(d, "role", json_object_new_string("assistant"));
-				k->role_sent = true;
-			}
-			if (text)
-				json_object_object_add(d, "content", json_object_new_string(text));
-			json_object_object_add(ch, "delta", d);
-		} else {
-			json_object_object_add(ch, "text", json_object_new_string(text ? text : ""));
-			json_object_object_add(ch, "logprobs", NULL);
-		}
-		json_object_object_add(ch, "finish_reason", finish ? json_object_new_string(finish) : NULL);
-		json_object_array_add(choices, ch);
-	}
-	json_object_object_add(o, "choices", choices);
-	if (usage_only) {
-		json_object *u = json_object_new_object();
-		json_object_object_add(u, "prompt_tokens", json_object_new_int64(s->n_prompt));
-		json_object_object_add(u, "completion_tokens", json_object_new_int64(s->n_gen));
-		json_object_object_add(u, "total_tokens", json_object_new_int64(s->n_prompt + s->n_gen));
-		json_object_object_add(o, "usage", u);
-	}
-	const char *js = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-	size_t l = strlen(js);
-	char *ev = malloc(l + 9);
-	if (ev)
-		snprintf(ev, l + 9, "data: %s\n\n", js);
-	json_object_put(o);
-	return ev;
-}
-
-static char *sse_error(const struct bd_http_stream *s)
-{
-	const char *code;
-	unsigned st = status_of(s->rc, &code);
-	json_object *o = json_object_new_object(), *e = json_object_new_object();
-	json_object_object_add(e, "message", json_object_new_string(s->err[0] ? s->err : "error"));
-	json_object_object_add(e, "type", json_object_new_string(err_type(st)));
-	json_object_object_add(e, "code", code ? json_object_new_string(code) : NULL);
-	json_object_object_add(o, "error", e);
-	const char *js = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-	size_t l = strlen(js);
-	char *ev = malloc(l + 9);
-	if (ev)
-		snprintf(ev, l + 9, "data: %s\n\n", js);
-	json_object_put(o);
-	return ev;
-}
-
 /* The next event of the stream into k->pend; false at the end of it. Blocks for text. */
 static bool sse_next(struct conn *k)
 {
@@ -801,19 +334,20 @@ static bool sse_next(struct conn *k)
 	k->pend = NULL;
 	k->pend_off = 0;
 	if (text) {
-		k->pend = sse_chunk(k, text, NULL, false, s);
+		k->pend = bd_openai_event(&k->resp, text, NULL, false, 0, 0);
 		free(text);
 	} else if (keepalive && !fin) {
 		k->pend = strdup(": keepalive\n\n");
 	} else if (!k->final_sent) {
 		k->final_sent = true;
 		if (s->rc && s->reason == BN_STOP_ERROR)
-			k->pend = sse_error(s);
+			k->pend = bd_openai_error_event(s->rc, s->err);
 		else
-			k->pend = sse_chunk(k, NULL, finish_reason(s->reason), false, s);
+			k->pend = bd_openai_event(&k->resp, NULL, bd_openai_finish_reason(s->reason), false,
+			                          0, 0);
 	} else if (k->include_usage && !k->done_sent && !s->rc) {
 		k->include_usage = false;
-		k->pend = sse_chunk(k, NULL, NULL, true, s);
+		k->pend = bd_openai_event(&k->resp, NULL, NULL, true, s->n_prompt, s->n_gen);
 	} else if (!k->done_sent) {
 		k->done_sent = true;
 		k->pend = strdup("data: [DONE]\n\n");
@@ -850,40 +384,12 @@ static enum MHD_Result respond_whole(struct MHD_Connection *c, struct conn *k)
 	pthread_mutex_unlock(&s->mu);
 	if (s->rc && s->reason == BN_STOP_ERROR && !s->len) {
 		const char *code;
-		unsigned st = status_of(s->rc, &code);
+		unsigned st = bd_openai_status(s->rc, &code);
 		return respond_error(c, st, code, s->err);
 	}
-	char id[48];
-	snprintf(id, sizeof(id), "%s-%u", k->chat ? "chatcmpl" : "cmpl", k->id);
-	json_object *o = json_object_new_object(), *choices = json_object_new_array(),
-	            *ch = json_object_new_object(), *u = json_object_new_object();
-	json_object_object_add(o, "id", json_object_new_string(id));
-	json_object_object_add(o, "object", json_object_new_string(k->chat ? "chat.completion"
-	                                                                   : "text_completion"));
-	json_object_object_add(o, "created", json_object_new_int64(k->created));
-	json_object_object_add(o, "model", json_object_new_string(k->model));
-	json_object_object_add(ch, "index", json_object_new_int(0));
-	const char *text = s->text ? s->text : "";
-	if (k->chat) {
-		json_object *m = json_object_new_object();
-		json_object_object_add(m, "role", json_object_new_string("assistant"));
-		json_object_object_add(m, "content", json_object_new_string(text));
-		json_object_object_add(ch, "message", m);
-	} else {
-		json_object_object_add(ch, "text", json_object_new_string(text));
-		json_object_object_add(ch, "logprobs", NULL);
-	}
-	json_object_object_add(ch, "finish_reason", json_object_new_string(finish_reason(s->reason)));
-	json_object_array_add(choices, ch);
-	json_object_object_add(o, "choices", choices);
-	json_object_object_add(u, "prompt_tokens", json_object_new_int64(s->n_prompt));
-	json_object_object_add(u, "completion_tokens", json_object_new_int64(s->n_gen));
-	json_object_object_add(u, "total_tokens", json_object_new_int64(s->n_prompt + s->n_gen));
-	json_object_object_add(o, "usage", u);
-	char *body = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
-	                                                      JSON_C_TO_STRING_NOSLASHESCAPE));
-	json_object_put(o);
-	return respond(c, 200, "application/json", body);
+	return respond(c, 200, "application/json",
+	               bd_openai_whole(&k->resp, s->text ? s->text : "", s->reason, s->n_prompt,
+	                               s->n_gen));
 }
 
 static void peer_of(struct MHD_Connection *c, char *buf, size_t len)
@@ -917,27 +423,29 @@ static enum MHD_Result completion(struct MHD_Connection *c, struct conn *k, bool
 	}
 	json_object *v;
 	bool stream = json_object_object_get_ex(b, "stream", &v) && json_object_get_boolean(v);
-	k->chat = chat;
+	k->resp.chat = chat;
 	k->include_usage = json_object_object_get_ex(b, "stream_options", &v) &&
 	                   json_object_object_get_ex(v, "include_usage", &v) && json_object_get_boolean(v);
-	k->created = (long)time(NULL);
+	k->resp.created = (long)time(NULL);
 	if (!(k->stream = stream_new())) {
 		json_object_put(b);
 		return respond_error(c, 500, NULL, "out of memory");
 	}
-	struct job j = { .kind = J_START, .chat = chat, .body = b, .stream = k->stream };
-	peer_of(c, j.peer, sizeof(j.peer));
+	char owner[80] = "http:";
+	peer_of(c, owner + 5, sizeof(owner) - 5);
+	struct job j = { .kind = J_START,
+	                 .st = { .body = b, .chat = chat, .owner = owner, .stream = k->stream } };
 	bool ran = job_run(&j);
 	json_object_put(b);
 	if (!ran)
 		return respond_error(c, 503, "not_ready", "the daemon is stopping");
-	if (j.rc) {
+	if (j.st.rc) {
 		const char *code;
-		unsigned st = status_of(j.rc, &code);
-		return respond_error(c, st, code, j.err);
+		unsigned st = bd_openai_status(j.st.rc, &code);
+		return respond_error(c, st, code, j.st.err);
 	}
-	k->id = j.id;
-	snprintf(k->model, sizeof(k->model), "%s", j.model);
+	k->resp.id = j.st.id;
+	snprintf(k->resp.model, sizeof(k->resp.model), "%s", j.st.model);
 	if (!stream)
 		return respond_whole(c, k);
 	struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, sse_reader,
@@ -946,7 +454,7 @@ static enum MHD_Result completion(struct MHD_Connection *c, struct conn *k, bool
 		return MHD_NO;
 	MHD_add_response_header(r, "Content-Type", "text/event-stream");
 	MHD_add_response_header(r, "Cache-Control", "no-cache");
-	count_code(200);
+	bd_metrics_http_code(200);
 	enum MHD_Result ret = MHD_queue_response(c, 200, r);
 	MHD_destroy_response(r);
 	return ret;

@@ -26,7 +26,7 @@ void bd_http_text(struct bd_http_stream *s, const char *text);
 void bd_http_finished(struct bd_http_stream *s, const struct bd_request *r);
 /* True once the client went away (the pump then cancels the request). */
 bool bd_http_gone(const struct bd_http_stream *s);
-/* Bus thread, when a request ends: the figures /metrics shows. */
-void bd_http_observe(const struct bd_request *r);
+void bd_http_stream_ref(struct bd_http_stream *s);
+void bd_http_stream_unref(struct bd_http_stream *s);
 
 #endif

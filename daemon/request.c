@@ -17,6 +17,7 @@
 #include "error.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "options.h"
 #include "stop.h"
 #include "tokenizer.h"
@@ -646,7 +647,7 @@ void bd_requests_pump(void)
 			bd_http_finished(r->http, r);   /* drops the request's reference */
 		else
 			send_finished(r);
-		bd_http_observe(r);
+		bd_metrics_observe(r);
 		switch (r->st.reason) {
 		case BN_STOP_CANCELLED: bd.cnt.cancelled++; break;
 		case BN_STOP_ERROR:
