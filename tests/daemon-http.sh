@@ -103,7 +103,7 @@ ok "four parallel completions"
 c0=$(prop RequestsCancelled)
 python3 - "$PORT" > "$T/dropped" <<'PY' || fail "the dropping client"
 import socket, sys
-body = b'{"prompt": "go on", "max_tokens": 4000, "stream": true}'
+body = b'{"prompt": "go on", "max_tokens": 4000, "temperature": 0, "stream": true}'
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
 s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-test-one\r\n"
           b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
@@ -146,6 +146,11 @@ if [ -d "$OAI/node_modules/openai" ] && command -v node >/dev/null; then
 else
 	echo "note: the openai npm client is not available; its part is skipped"
 fi
+# random, truncated and malformed requests: answers or clean closes, the daemon stays up
+python3 "$top_srcdir/tests/http-hostile.py" "$PORT" sk-test-one 1 ${HTTP_FUZZ_COUNT:-300} || fail "hostile requests"
+daemon_alive
+[ "$(req GET /health)" = 200 ] || fail "/health after the hostile requests"
+ok "hostile HTTP requests: the daemon answers on"
 stop_daemon
 
 # without an API key file only loopback addresses are allowed
