@@ -107,7 +107,7 @@ bool bd_send(DBusMessage *m)
 {
 	if (!m)
 		return false;
-	bool ok = dbus_connection_send(bd.conn, m, NULL);
+	bool ok = bd.conn && dbus_connection_send(bd.conn, m, NULL);   /* none: --no-bus */
 	dbus_message_unref(m);
 	return ok;
 }
@@ -528,7 +528,7 @@ static void handle_signal(int sfd)
 int bd_bus_run(int sfd)
 {
 	for (;;) {
-		while (dbus_connection_dispatch(bd.conn) == DBUS_DISPATCH_DATA_REMAINS)
+		while (bd.conn && dbus_connection_dispatch(bd.conn) == DBUS_DISPATCH_DATA_REMAINS)
 			;
 		bd_props_flush();
 		if (disconnected)

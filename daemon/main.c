@@ -38,13 +38,14 @@ struct bd bd = {
 static void usage(FILE *f)
 {
 	fprintf(f,
-	        "usage: bitnetd [--config FILE] [--system | --session | --address ADDR]\n"
+	        "usage: bitnetd [--config FILE] [--system | --session | --address ADDR | --no-bus]\n"
 	        "       bitnetd --check-config [--config FILE]\n"
 	        "       bitnetd --version | --print-defaults | --introspect\n"
 	        "  --config FILE     configuration (default " BD_DEFAULT_CONFIG ")\n"
 	        "  --system          serve on the system bus (default)\n"
 	        "  --session         serve on the session bus\n"
 	        "  --address ADDR    serve on the bus at this D-Bus address\n"
+	        "  --no-bus          serve HTTP only ([http] listen), e.g. one of several instances\n"
 	        "  --check-config    check the configuration, print every problem, exit non-zero on any\n"
 	        "  --print-defaults  print every configuration key at its default\n"
 	        "  --introspect      print the D-Bus interface XML\n");
@@ -59,12 +60,14 @@ static void plain_sink(int level, const char *msg, void *user)
 
 int main(int argc, char **argv)
 {
-	enum { O_CHECK = 1000, O_VERSION, O_SYSTEM, O_SESSION, O_ADDRESS, O_DEFAULTS, O_INTROSPECT };
+	enum { O_CHECK = 1000, O_VERSION, O_SYSTEM, O_SESSION, O_ADDRESS, O_NOBUS, O_DEFAULTS,
+	       O_INTROSPECT };
 	static const struct option lo[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "system", no_argument, NULL, O_SYSTEM },
 		{ "session", no_argument, NULL, O_SESSION },
 		{ "address", required_argument, NULL, O_ADDRESS },
+		{ "no-bus", no_argument, NULL, O_NOBUS },
 		{ "check-config", no_argument, NULL, O_CHECK },
 		{ "print-defaults", no_argument, NULL, O_DEFAULTS },
 		{ "introspect", no_argument, NULL, O_INTROSPECT },
@@ -82,6 +85,7 @@ int main(int argc, char **argv)
 		case O_SYSTEM: bus_type = 0; n_bus++; break;
 		case O_SESSION: bus_type = 1; n_bus++; break;
 		case O_ADDRESS: bus_type = 2; address = optarg; n_bus++; break;
+		case O_NOBUS: bus_type = 3; n_bus++; break;
 		case O_CHECK: check = true; break;
 		case O_VERSION: printf("bitnetd %s\n", PACKAGE_VERSION); return 0;
 		case O_DEFAULTS: bd_config_print_defaults(stdout); return 0;
@@ -92,7 +96,8 @@ int main(int argc, char **argv)
 	}
 	if (optind != argc || n_bus > 1) {
 		if (n_bus > 1)
-			fprintf(stderr, "bitnetd: --system, --session and --address exclude each other\n");
+			fprintf(stderr, "bitnetd: --system, --session, --address and --no-bus exclude each "
+			        "other\n");
 		usage(stderr);
 		return EXIT_USAGE;
 	}
@@ -206,8 +211,13 @@ int main(int argc, char **argv)
 		rc = 0;
 		goto out;
 	}
+	if (bus_type == 3 && !cfg.http_listen[0]) {
+		bn_log(BN_LOG_ERR, "not starting: --no-bus serves HTTP only, and %s sets no [http] listen",
+		       config);
+		goto out;
+	}
 	bd_notify("STATUS=Connecting to the bus");
-	if (bd_bus_connect(bus_type, address) || bd_bus_request_name())
+	if (bus_type != 3 && (bd_bus_connect(bus_type, address) || bd_bus_request_name()))
 		goto out;
 	struct bn_error herr = { 0 };
 	if (bd_http_start(&cfg, &herr)) {
@@ -218,7 +228,8 @@ int main(int argc, char **argv)
 	bd_set_state(BD_READY);
 	bn_log(BN_LOG_NOTICE, "ready on %s as %s: kernel %s, %u threads on CPUs %s, %u slots of "
 	       "context %u",
-	       bus_type == 0 ? "the system bus" : bus_type == 1 ? "the session bus" : address,
+	       bus_type == 0 ? "the system bus" : bus_type == 1 ? "the session bus"
+	       : bus_type == 3 ? "no bus (HTTP only)" : address,
 	       BD_BUS_NAME, bd.info.kernel, bd.info.threads, bd.info.cpus, bd.info.slots,
 	       bd.info.n_ctx);
 	bd_notify("READY=1\nSTATUS=Ready: kernel %s, %u threads", bd.info.kernel, bd.info.threads);

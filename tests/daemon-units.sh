@@ -43,6 +43,24 @@ fi
 "$top_builddir/daemon/bitnetd" --introspect | cmp -s - "$top_builddir/daemon/org.bitnetd.Daemon1.xml" ||
 	fail "installed interface XML differs from the daemon's tables"
 grep -q 'SystemdService=bitnetd.service' "$top_srcdir/etc/org.bitnetd.Daemon1.service" || fail "activation file"
+# the HTTP-only instance template: --no-bus, its own config, the network for HTTP
+IUNIT=$top_builddir/etc/bitnetd@.service
+[ -f "$IUNIT" ] || fail "$IUNIT not generated"
+grep -q '@[a-z_]*@' "$IUNIT" && fail "unsubstituted @VAR@ in the instance unit"
+for k in Type=notify 'ExecStart=/.* --no-bus --config .*/%i.conf' User=bitnetd ProtectSystem=strict \
+	'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6' NoNewPrivileges=yes; do
+	grep -q "^$k" "$IUNIT" || fail "instance unit lacks $k"
+done
+grep -q '^BusName=' "$IUNIT" && fail "the instance unit takes the bus name"
+if command -v systemd-analyze >/dev/null 2>&1; then
+	sed "s|^ExecStart=[^ ]*|ExecStart=$top_builddir/daemon/bitnetd|" "$IUNIT" > "$T/bitnetd@.service"
+	cp "$T/bitnetd@.service" "$T/bitnetd@node0.service"
+	out=$(SYSTEMD_LOG_LEVEL=warning systemd-analyze verify --man=no "$T/bitnetd@node0.service" 2>&1)
+	bad=$(echo "$out" | grep -v -e 'Failed to prepare' -e '^$' -e 'not running' -e 'Unit .* not found' \
+		-e 'Failed to connect' -e 'network.target' || true)
+	[ -z "$bad" ] || fail "systemd-analyze verify (instance): $out"
+fi
+echo "ok: instance unit bitnetd@.service"
 grep -q '^u bitnetd' "$top_srcdir/etc/sysusers.d/bitnetd.conf" || fail "sysusers: user"
 grep -q '^g bitnet' "$top_srcdir/etc/sysusers.d/bitnetd.conf" || fail "sysusers: group"
 bash -n "$top_srcdir/etc/completion/bitnetctl" && bash -n "$top_srcdir/etc/completion/bitnet" || fail "completion syntax"
