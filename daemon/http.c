@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bitnetd.h"
 #include "http.h"
@@ -620,9 +621,43 @@ static bool is_loopback(const struct sockaddr_storage *ss)
 	return false;
 }
 
+/* Sockets systemd passed (a .socket unit, sd_listen_fds' protocol: LISTEN_PID is us,
+ * LISTEN_FDS of them from fd 3). They live in the host's network namespace, so a unit with
+ * PrivateNetwork=yes still serves HTTP through them. */
+static unsigned passed_fds(void)
+{
+	const char *pid = getenv("LISTEN_PID"), *n = getenv("LISTEN_FDS");
+	if (!pid || !n || strtol(pid, NULL, 10) != (long)getpid())
+		return 0;
+	long k = strtol(n, NULL, 10);
+	return k > 0 && k <= HTTP_MAX_LISTEN ? (unsigned)k : 0;
+}
+
+static struct MHD_Daemon *mhd_start(const struct bd_config *cfg, const struct sockaddr *sa,
+                                    int fd, bool v6)
+{
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+	                 MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0);
+	struct MHD_OptionItem common[] = {
+		{ MHD_OPTION_CONNECTION_LIMIT, cfg->http_max_connections, NULL },
+		{ MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->http_max_connections, NULL },
+		{ MHD_OPTION_CONNECTION_TIMEOUT, cfg->http_timeout, NULL },
+		{ MHD_OPTION_CONNECTION_MEMORY_LIMIT, 64 * 1024, NULL },
+		{ MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, NULL },
+		{ MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL },
+		{ MHD_OPTION_END, 0, NULL },
+	};
+	if (fd >= 0)
+		return MHD_start_daemon(flags, 0, NULL, NULL, on_request, NULL, MHD_OPTION_ARRAY, common,
+		                        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd, MHD_OPTION_END);
+	return MHD_start_daemon(flags, 0, NULL, NULL, on_request, NULL, MHD_OPTION_ARRAY, common,
+	                        MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_END);
+}
+
 int bd_http_start(const struct bd_config *cfg, struct bn_error *err)
 {
-	if (!cfg->http_listen[0])
+	unsigned n_passed = passed_fds();
+	if (!cfg->http_listen[0] && !n_passed)
 		return 0;
 	int rc;
 	H.max_body = cfg->http_max_body_bytes;
@@ -646,18 +681,7 @@ int bd_http_start(const struct bd_config *cfg, struct bn_error *err)
 			rc = bn_err_set(err, -E2BIG, "[http] listen: more than %d addresses", HTTP_MAX_LISTEN);
 			goto fail;
 		}
-		unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-		                 MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0);
-		struct MHD_Daemon *d = MHD_start_daemon(
-			flags, 0, NULL, NULL, on_request, NULL,
-			MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-			MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->http_max_connections,
-			MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->http_max_connections,
-			MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->http_timeout,
-			MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
-			MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-			MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-			MHD_OPTION_END);
+		struct MHD_Daemon *d = mhd_start(cfg, (struct sockaddr *)&ss, -1, v6);
 		if (!d) {
 			rc = bn_err_set(err, -EADDRINUSE, "[http] listen: cannot listen on %s (in use, or "
 			                "not an address of this host)", a);
@@ -666,6 +690,32 @@ int bd_http_start(const struct bd_config *cfg, struct bn_error *err)
 		H.d[H.n_d++] = d;
 		bn_log(BN_LOG_INFO, "http: listening on %s%s", a, H.n_keys ? " (API keys required)" : "");
 	}
+	for (unsigned i = 0; i < n_passed; i++) {
+		int fd = 3 + (int)i;
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		if (getsockname(fd, (struct sockaddr *)&ss, &sl) ||
+		    (ss.ss_family != AF_INET && ss.ss_family != AF_INET6)) {
+			rc = bn_err_set(err, -EINVAL, "http: passed socket %d is not a TCP socket", fd);
+			goto fail;
+		}
+		if (!H.n_keys && !is_loopback(&ss)) {
+			rc = bn_err_set(err, -EACCES, "http: passed socket %d is not on a loopback address "
+			                "and there is no api_key_file", fd);
+			goto fail;
+		}
+		if (H.n_d == HTTP_MAX_LISTEN || !(H.d[H.n_d] = mhd_start(cfg, NULL, fd,
+		                                                         ss.ss_family == AF_INET6))) {
+			rc = bn_err_set(err, -EINVAL, "http: cannot serve on passed socket %d", fd);
+			goto fail;
+		}
+		H.n_d++;
+		bn_log(BN_LOG_INFO, "http: listening on a socket systemd passed (fd %d)%s", fd,
+		       H.n_keys ? " (API keys required)" : "");
+	}
+	unsetenv("LISTEN_PID");   /* not for children */
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
 	return 0;
 fail:
 	bd_http_stop();

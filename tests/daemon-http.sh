@@ -153,6 +153,26 @@ daemon_alive
 ok "hostile HTTP requests: the daemon answers on"
 stop_daemon
 
+# a socket passed by systemd (bitnetd.socket): no [http] listen needed, and the first
+# connection waits in the socket's backlog until the model is loaded
+if command -v systemd-socket-activate >/dev/null; then
+	P2=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+	write_config "$T/sa.conf"
+	systemd-socket-activate -l "127.0.0.1:$P2" "$BITNETD" --address "$ADDR" --config "$T/sa.conf" \
+		2> "$T/sa.log" &
+	SA=$!
+	BG_PIDS="$BG_PIDS $SA"
+	sleep 0.2
+	code=$(curl -s -o "$T/r" -w '%{http_code}' --max-time 30 "http://127.0.0.1:$P2/health")
+	[ "$code" = 200 ] || fail "socket-activated /health: $code $(cat "$T/sa.log")"
+	grep -q "http: listening on a socket systemd passed (fd 3)" "$T/sa.log" || fail "no passed-socket line: $(cat "$T/sa.log")"
+	code=$(curl -s -o "$T/r" -w '%{http_code}' --data-binary '{"prompt": "x", "max_tokens": 2}' "http://127.0.0.1:$P2/v1/completions")
+	[ "$code" = 200 ] || fail "socket-activated completion: $code $(cat "$T/r")"
+	kill -TERM "$SA"
+	wait "$SA"
+	ok "a socket passed by systemd (systemd-socket-activate) serves HTTP"
+fi
+
 # without an API key file only loopback addresses are allowed
 write_config "$T/open.conf" "[http]" "listen = 0.0.0.0:$PORT"
 mv "$T/daemon.log" "$T/daemon.1.log"

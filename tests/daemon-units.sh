@@ -61,6 +61,16 @@ if command -v systemd-analyze >/dev/null 2>&1; then
 	[ -z "$bad" ] || fail "systemd-analyze verify (instance): $out"
 fi
 echo "ok: instance unit bitnetd@.service"
+# the HTTP socket of bitnetd.service
+grep -q '^ListenStream=127.0.0.1:8080' "$top_srcdir/etc/bitnetd.socket" || fail "bitnetd.socket lacks its ListenStream"
+if command -v systemd-analyze >/dev/null 2>&1; then
+	cp "$top_srcdir/etc/bitnetd.socket" "$T/bitnetd.socket"
+	out=$(cd "$T" && SYSTEMD_LOG_LEVEL=warning systemd-analyze verify --man=no "$T/bitnetd.socket" 2>&1)
+	bad=$(echo "$out" | grep -v -e 'dbus.socket' -e 'Failed to prepare' -e '^$' -e 'not running' \
+		-e 'Unit .* not found' -e 'Failed to connect' || true)
+	[ -z "$bad" ] || fail "systemd-analyze verify (socket): $out"
+fi
+echo "ok: bitnetd.socket"
 grep -q '^u bitnetd' "$top_srcdir/etc/sysusers.d/bitnetd.conf" || fail "sysusers: user"
 grep -q '^g bitnet' "$top_srcdir/etc/sysusers.d/bitnetd.conf" || fail "sysusers: group"
 bash -n "$top_srcdir/etc/completion/bitnetctl" && bash -n "$top_srcdir/etc/completion/bitnet" || fail "completion syntax"
