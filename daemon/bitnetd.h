@@ -48,10 +48,14 @@ struct bd_config {
 
 void bd_config_defaults(struct bd_config *c);
 
-/* Reads path into c (starting from the defaults). Every problem is logged (file: [section]
- * key: why). Unknown sections or keys are warnings unless strict_unknown, which makes
- * them errors. Returns the number of errors (0: c is usable), or -1 when the file cannot
- * be read or parsed at all. */
+/* Reads path into c (starting from the defaults) and checks what the load would refuse,
+ * short of loading the model: the model file (a regular file with the GGUF magic), the
+ * gate policy (parsed), the kernel plugin (scanned in plugin_dir, and opened when named),
+ * the CPU list and thread count (bn_pool_plan). Start, reload and --check-config all run
+ * it. Every problem is logged (file: [section] key: why). Unknown sections or keys and
+ * keys before any section are warnings unless strict_unknown, which makes them errors.
+ * Returns the number of errors (0: c is usable), or -1 when the file cannot be read or
+ * parsed at all. */
 int bd_config_load(struct bd_config *c, const char *path, bool strict_unknown);
 
 /* Prints every key with its default as a commented config file. */

@@ -3,11 +3,14 @@
 #endif
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #if defined(HAVE_INIPARSER_INIPARSER_H)
 #include <iniparser/iniparser.h>
@@ -16,7 +19,11 @@
 #endif
 
 #include "bitnetd.h"
+#include "cpu.h"
+#include "kernels.h"
 #include "log.h"
+#include "norms.h"
+#include "pool.h"
 
 enum key_type { K_STR, K_UINT, K_DOUBLE, K_BOOL, K_ENUM, K_LEVEL };
 
@@ -230,6 +237,225 @@ static int ini_error(const char *fmt, ...)
 	return 0;
 }
 
+/* ini_errbuf as one line, without the trailing newlines iniparser writes */
+static const char *ini_errors(void)
+{
+	size_t l = strlen(ini_errbuf);
+	while (l && ini_errbuf[l - 1] == '\n')
+		ini_errbuf[--l] = '\0';
+	for (char *p = ini_errbuf; (p = strchr(p, '\n'));)
+		*p = ' ';
+	return ini_errbuf;
+}
+
+/* Logs "path: [sec] key: message" at level; returns 1 for an error, 0 for a warning. */
+static int problem(int level, const char *path, const char *sec, const char *key,
+                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static int problem(int level, const char *path, const char *sec, const char *key,
+                   const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	bn_log(level, "%s: [%s] %s: %s", path, sec, key, msg);
+	return level == BN_LOG_ERR;
+}
+
+/* The model file as far as it can be known without loading it: a readable regular file
+ * that begins with the GGUF magic. */
+static int check_model_file(const struct bd_config *c, const char *path)
+{
+	const char *m = c->model_path;
+	if (m[0] != '/')
+		return 0;   /* already reported */
+	/* O_NONBLOCK: a FIFO named here must not hang the check */
+	int fd = open(m, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0)
+		return problem(BN_LOG_ERR, path, "model", "path", "'%s': %s", m, strerror(errno));
+	struct stat st;
+	unsigned char magic[4];
+	ssize_t n = 0;
+	int bad = 0;
+	if (fstat(fd, &st))
+		bad = problem(BN_LOG_ERR, path, "model", "path", "'%s': %s", m, strerror(errno));
+	else if (!S_ISREG(st.st_mode))
+		bad = problem(BN_LOG_ERR, path, "model", "path", "'%s': not a regular file", m);
+	else if ((n = pread(fd, magic, sizeof(magic), 0)) < 0)
+		bad = problem(BN_LOG_ERR, path, "model", "path", "'%s': %s", m, strerror(errno));
+	else if (n < (ssize_t)sizeof(magic) || memcmp(magic, "GGUF", sizeof(magic)))
+		bad = problem(BN_LOG_ERR, path, "model", "path", "'%s': not a GGUF file (it does not "
+		              "begin with the magic GGUF)", m);
+	close(fd);
+	return bad;
+}
+
+/* The gate's rule file, read with the same parser the model load uses. With gate = none
+ * it is never read, so a problem is only a warning then. */
+static int check_gate_policy(const struct bd_config *c, const char *path)
+{
+	const char *f = c->gate_policy;
+	if (!f[0])
+		return 0;
+	int level = strcmp(c->gate, "none") ? BN_LOG_ERR : BN_LOG_WARNING;
+	const char *unused = level == BN_LOG_ERR ? "" : " (unused with gate = none)";
+	/* the daemon runs in / under systemd: a relative name would check another file */
+	if (f[0] != '/')
+		return problem(BN_LOG_ERR, path, "model", "gate_policy", "'%s' is not an absolute path", f);
+	int fd = open(f, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0)
+		return problem(level, path, "model", "gate_policy", "'%s': %s%s", f, strerror(errno),
+		               unused);
+	struct stat st;
+	int st_rc = fstat(fd, &st);
+	close(fd);
+	if (st_rc || !S_ISREG(st.st_mode))
+		return problem(level, path, "model", "gate_policy", "'%s': not a regular file%s", f,
+		               unused);
+	struct bn_norm_policy pol;
+	struct bn_error err = { 0 };
+	ini_errbuf[0] = '\0';
+	if (bn_norm_policy_load(f, &pol, &err)) {
+		const char *why = ini_errors();
+		return problem(level, path, "model", "gate_policy", "'%s': %s%s%s%s", f, err.msg,
+		               *why ? " (" : "", why, *why ? ")" : "");
+	}
+	bn_norm_policy_free(&pol);
+	return 0;
+}
+
+/* A plugin name is the X of kernel-X.so inside plugin_dir, nothing that reaches outside it. */
+static bool plugin_name_ok(const char *n)
+{
+	size_t l = strlen(n);
+	if (!l || l >= sizeof(((struct bn_kernel_info *)0)->name))
+		return false;
+	for (const char *p = n; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+		      *p == '-' || *p == '_'))
+			return false;
+	return true;
+}
+
+/* The kernel plugin, as bn_kernel_load will see it: the directory, the name, whether this
+ * CPU runs it and, under strict, whether it has every op. */
+static int check_plugin(const struct bd_config *c, const char *path)
+{
+	int errors = 0;
+	bool is_auto = !strcmp(c->plugin, "auto");
+	bool name_ok = true;
+	if (c->plugin[0] && !is_auto && !plugin_name_ok(c->plugin)) {
+		errors += problem(BN_LOG_ERR, path, "engine", "plugin", "'%s' is not a plugin name "
+		                  "(letters, digits, '-' and '_', at most 31; plugins load only from "
+		                  "plugin_dir)", c->plugin);
+		name_ok = false;
+	}
+	const char *dir = c->plugin_dir[0] ? c->plugin_dir : bn_kernel_default_dir();
+	if (dir[0] != '/')
+		return errors;   /* already reported */
+	char what[4200];
+	if (c->plugin_dir[0])
+		snprintf(what, sizeof(what), "'%s'", dir);
+	else
+		snprintf(what, sizeof(what), "empty, the installed directory '%s'", dir);
+	struct stat st;
+	if (stat(dir, &st))
+		return errors + problem(BN_LOG_ERR, path, "engine", "plugin_dir", "%s: %s", what,
+		                        strerror(errno));
+	if (!S_ISDIR(st.st_mode))
+		return errors + problem(BN_LOG_ERR, path, "engine", "plugin_dir", "%s: not a directory",
+		                        what);
+	uint64_t cpu = bn_cpu_features();
+	struct bn_kernel_info *list = NULL;
+	size_t n = 0;
+	struct bn_error err = { 0 };
+	if (bn_kernel_scan(dir, cpu, &list, &n, &err))
+		return errors + problem(BN_LOG_ERR, path, "engine", "plugin_dir", "%s", err.msg);
+	char avail[512] = "";   /* usable plugin names, ", " separated */
+	size_t al = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!list[i].usable)
+			continue;
+		int w = snprintf(avail + al, sizeof(avail) - al, "%s%s", al ? ", " : "", list[i].name);
+		if (w > 0 && (size_t)w < sizeof(avail) - al)
+			al += (size_t)w;
+	}
+	if (is_auto || !c->plugin[0]) {
+		if (c->plugin[0] && !al)
+			errors += problem(BN_LOG_ERR, path, "engine", "plugin", "'auto': no usable kernel "
+			                  "plugin in %s (%zu found)", dir, n);
+		free(list);
+		return errors;
+	}
+	if (!name_ok) {
+		free(list);
+		return errors;
+	}
+	size_t i;
+	for (i = 0; i < n && strcmp(list[i].name, c->plugin); i++)
+		;
+	if (i == n) {
+		errors += problem(BN_LOG_ERR, path, "engine", "plugin", "'%s': no such kernel plugin in "
+		                  "%s (available on this CPU: %s)", c->plugin, dir, al ? avail : "none");
+	} else if (!list[i].usable) {
+		errors += problem(BN_LOG_ERR, path, "engine", "plugin", "'%s' (%s/%s) cannot be used: %s "
+		                  "(available on this CPU: %s)", c->plugin, dir, list[i].file,
+		                  list[i].problem, al ? avail : "none");
+	} else {
+		struct bn_kernel *k;
+		if (bn_kernel_load(&k, dir, c->plugin, cpu, &err)) {
+			errors += problem(BN_LOG_ERR, path, "engine", "plugin", "'%s': %s", c->plugin,
+			                  err.msg);
+		} else {
+			if (c->strict && k->n_fallback)
+				errors += problem(BN_LOG_ERR, path, "engine", "plugin", "'%s' lacks %u ops and "
+				                  "[model] strict refuses the built-in fallback", c->plugin,
+				                  k->n_fallback);
+			bn_kernel_unload(k);
+		}
+	}
+	free(list);
+	return errors;
+}
+
+/* The worker pool's CPU choice (bn_pool_plan: the same as at load, without threads). */
+static int check_cpus(const struct bd_config *c, const char *path, bool strict)
+{
+	/* the options exactly as the generation thread builds them */
+	struct bn_pool_opts po;
+	bn_pool_opts_default(&po);
+	po.threads = c->threads;
+	po.cpus = strcmp(c->cpus, "auto") ? c->cpus : NULL;
+	po.smt = c->smt;
+	bool listed = po.cpus && *po.cpus;
+	unsigned n_workers, n_cores;
+	struct bn_error err = { 0 };
+	int rc = bn_pool_plan(&po, &n_workers, &n_cores, &err);
+	if (rc == -EIO)
+		return problem(BN_LOG_ERR, path, "engine", "cpus", "'%s': cannot be checked: %s",
+		               c->cpus, err.msg);
+	if (rc) {
+		/* err names the value: "cpus = '...': why" */
+		bn_log(BN_LOG_ERR, "%s: [engine] %s", path, err.msg);
+		return 1;
+	}
+	if (n_workers <= n_cores)
+		return 0;
+	const char *unit = c->smt ? "usable CPU" : "usable core";
+	if (listed)
+		return problem(BN_LOG_ERR, path, "engine", "threads", "%u is more than the %u %s%s that "
+		               "cpus = %s%s gives: workers would share cores (at most %u, or 0 for one "
+		               "per core)", c->threads, n_cores, unit, n_cores == 1 ? "" : "s", c->cpus,
+		               c->smt ? " with smt" : "", n_cores);
+	/* at start the pool says this itself */
+	if (strict)
+		problem(BN_LOG_WARNING, path, "engine", "threads", "%u is more than the %u %s%s this "
+		        "process may use: workers will share cores", c->threads, n_cores, unit,
+		        n_cores == 1 ? "" : "s");
+	return 0;
+}
+
 int bd_config_load(struct bd_config *c, const char *path, bool strict_unknown)
 {
 	bd_config_defaults(c);
@@ -243,13 +469,9 @@ int bd_config_load(struct bd_config *c, const char *path, bool strict_unknown)
 	iniparser_set_error_callback(ini_error);
 	dictionary *d = iniparser_load(path);
 	if (!d) {
-		size_t l = strlen(ini_errbuf);
-		while (l && ini_errbuf[l - 1] == '\n')
-			ini_errbuf[--l] = '\0';
-		for (char *p = ini_errbuf; (p = strchr(p, '\n'));)
-			*p = ' ';
+		const char *why = ini_errors();
 		bn_log(BN_LOG_ERR, "%s: cannot parse the configuration: %s", path,
-		       *ini_errbuf ? ini_errbuf : "syntax error");
+		       *why ? why : "syntax error");
 		return -1;
 	}
 	int errors = 0;
@@ -259,11 +481,17 @@ int bd_config_load(struct bd_config *c, const char *path, bool strict_unknown)
 		if (!name)
 			continue;
 		const char *colon = strchr(name, ':');
+		/* iniparser files a key written before any section header under "" (":key") */
+		if (colon == name || (!colon && d->val[i])) {
+			const char *kn = colon ? colon + 1 : name;
+			bn_log(strict_unknown ? BN_LOG_ERR : BN_LOG_WARNING, "%s: key '%s' is outside any "
+			       "section (write it under its [section])%s", path, kn,
+			       strict_unknown ? "" : " (ignored)");
+			errors += strict_unknown;
+			continue;
+		}
 		if (!colon) {
-			if (d->val[i]) {
-				bn_log(BN_LOG_ERR, "%s: key '%s' is outside any section", path, name);
-				errors++;
-			} else if (!section_known(name)) {
+			if (!section_known(name)) {
 				bn_log(strict_unknown ? BN_LOG_ERR : BN_LOG_WARNING,
 				       "%s: unknown section [%s]%s", path, name,
 				       strict_unknown ? "" : " (ignored)");
@@ -315,6 +543,11 @@ int bd_config_load(struct bd_config *c, const char *path, bool strict_unknown)
 		       c->max_tokens, c->max_tokens_limit);
 		errors++;
 	}
+	/* what the load would refuse, short of loading the model */
+	errors += check_model_file(c, path);
+	errors += check_gate_policy(c, path);
+	errors += check_plugin(c, path);
+	errors += check_cpus(c, path, strict_unknown);
 	return errors;
 }
 

@@ -107,14 +107,15 @@ int main(int argc, char **argv)
 		bn_log_set_level(BN_LOG_INFO);
 		struct bd_config cfg;
 		int errors = bd_config_load(&cfg, config, true);
-		if (errors) {
-			fprintf(stderr, "%s: %s\n", config,
-			        errors < 0 ? "unusable" : "configuration has errors");
+		if (errors < 0) {
+			fprintf(stderr, "%s: unusable\n", config);
 			return EXIT_CONFIG;
 		}
-		if (access(cfg.model_path, R_OK))
-			fprintf(stderr, "%s: [model] path: warning: %s: %s\n", config, cfg.model_path,
-			        strerror(errno));
+		if (errors) {
+			fprintf(stderr, "%s: configuration has errors (%d)\n", config, errors);
+			return EXIT_CONFIG;
+		}
+		/* the model file was only opened and its magic read; loading it is the daemon's */
 		printf("%s: configuration OK\n", config);
 		return 0;
 	}

@@ -116,10 +116,9 @@ void bn_pool_opts_default(struct bn_pool_opts *o)
 
 /* Chooses the PUs: the allowed set (process binding and cgroup), optionally restricted by
  * a CPU list, one PU per core unless smt. */
-static int choose_pus(struct bn_pool *p, const struct bn_pool_opts *o, int **pus, unsigned *npu,
+static int choose_pus(hwloc_topology_t t, const struct bn_pool_opts *o, int **pus, unsigned *npu,
                       struct bn_error *err)
 {
-	hwloc_topology_t t = p->topo;
 	hwloc_bitmap_t allowed = hwloc_bitmap_alloc(), want = hwloc_bitmap_alloc();
 	int rc = 0;
 	*pus = NULL;
@@ -206,7 +205,7 @@ int bn_pool_new(struct bn_pool **out, const struct bn_pool_opts *o, struct bn_er
 		rc = bn_err_set(err, -EIO, "hwloc: cannot load the CPU topology");
 		goto fail;
 	}
-	if ((rc = choose_pus(p, o, &pus, &npu, err)))
+	if ((rc = choose_pus(p->topo, o, &pus, &npu, err)))
 		goto fail;
 	p->n = o->threads ? o->threads : npu;
 	if (p->n > npu)
@@ -251,6 +250,79 @@ fail:
 	free(pus);
 	bn_pool_free(p);
 	return rc;
+}
+
+/* The syntax the documentation gives: comma-separated items N or N-M, N <= M, decimal, no
+ * blanks. hwloc's own parser is lenient (it reads "0-3x" as 0-3 and "0-" as every CPU from
+ * 0 on), so a plan checks the text first rather than run on a guess. */
+static int cpulist_check(const char *s, struct bn_error *err)
+{
+	const char *p = s;
+	for (;;) {
+		unsigned long v[2];
+		int nv = 0;
+		for (;;) {
+			if (*p < '0' || *p > '9')
+				return bn_err_set(err, -EINVAL, "cpus = '%s': not a CPU list like 0-3,8 "
+				                  "(%s%s%s)", s, *p ? "at '" : "a number missing at the end",
+				                  p, *p ? "'" : "");
+			char *end;
+			errno = 0;
+			v[nv] = strtoul(p, &end, 10);
+			if (errno || v[nv] > BN_POOL_MAX_CPU)
+				return bn_err_set(err, -EINVAL, "cpus = '%s': CPU number %.*s is above %u",
+				                  s, (int)(end - p), p, BN_POOL_MAX_CPU);
+			p = end;
+			if (++nv == 2 || *p != '-')
+				break;
+			p++;
+		}
+		if (nv == 2 && v[0] > v[1])
+			return bn_err_set(err, -EINVAL, "cpus = '%s': range %lu-%lu is reversed (no CPU)",
+			                  s, v[0], v[1]);
+		if (!*p)
+			return 0;
+		if (*p != ',')
+			return bn_err_set(err, -EINVAL, "cpus = '%s': not a CPU list like 0-3,8 (at '%s')",
+			                  s, p);
+		p++;
+	}
+}
+
+int bn_pool_plan(const struct bn_pool_opts *o, unsigned *n_workers, unsigned *n_cores,
+                 struct bn_error *err)
+{
+	struct bn_pool_opts def;
+	if (!o) {
+		bn_pool_opts_default(&def);
+		o = &def;
+	}
+	*n_workers = 0;
+	*n_cores = 0;
+	if (o->threads > 1024)
+		return bn_err_set(err, -EINVAL, "threads = %u is out of range (1..1024)", o->threads);
+	int rc;
+	if (o->cpus && *o->cpus && strcmp(o->cpus, "auto") && (rc = cpulist_check(o->cpus, err)))
+		return rc;
+	hwloc_topology_t t;
+	if (hwloc_topology_init(&t))
+		return bn_err_set(err, -EIO, "hwloc: cannot load the CPU topology");
+	int *pus = NULL;
+	unsigned npu = 0;
+	if (hwloc_topology_load(t))
+		rc = bn_err_set(err, -EIO, "hwloc: cannot load the CPU topology");
+	else
+		rc = choose_pus(t, o, &pus, &npu, err);
+	free(pus);
+	hwloc_topology_destroy(t);
+	if (rc)
+		return rc;
+	if (!npu)
+		return bn_err_set(err, -EINVAL, "cpus = '%s': no usable core",
+		                  o->cpus && *o->cpus ? o->cpus : "auto");
+	*n_cores = npu;
+	*n_workers = o->threads ? o->threads : npu;
+	return 0;
 }
 
 void bn_pool_free(struct bn_pool *p)

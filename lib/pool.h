@@ -25,6 +25,16 @@ double bn_now(void);   /* monotonic seconds */
 void bn_pool_opts_default(struct bn_pool_opts *o);
 int bn_pool_new(struct bn_pool **out, const struct bn_pool_opts *o, struct bn_error *err);
 void bn_pool_free(struct bn_pool *p);
+/* The largest CPU number a cpus list may name. */
+#define BN_POOL_MAX_CPU 65535u
+/* What bn_pool_new(o) would choose, without starting a thread: the same PU choice over the
+ * CPUs this process may use (binding and cgroup) now. *n_cores: usable cores (PUs with smt)
+ * after the cpus list; *n_workers: the workers it would run (threads, or *n_cores when 0;
+ * more than *n_cores means workers share cores). Also checks the list's text strictly
+ * (items N or N-M with N <= M, comma separated). Errors: -EINVAL malformed list or threads
+ * out of range, -EPERM CPUs outside the allowed set, -EIO no topology. */
+int bn_pool_plan(const struct bn_pool_opts *o, unsigned *n_workers, unsigned *n_cores,
+                 struct bn_error *err);
 unsigned bn_pool_size(const struct bn_pool *p);
 /* The OS CPU numbers the workers run on, e.g. "0,2" (worker order). */
 const char *bn_pool_cpus(const struct bn_pool *p);
