@@ -19,6 +19,7 @@ struct bd_config {
 	bool strict, rescale_gamma;
 	char gate[8];                /* norm-statistics gate: none | warn | strict */
 	char gate_policy[4096];      /* INI rule file for the gate; empty: built-in rules */
+	char tokenizer[4096];        /* a tokenizer.json instead of the model's vocabulary */
 	/* [engine] */
 	char plugin[32];             /* auto or a plugin name */
 	bool calibrate;              /* auto: choose by measurement */

@@ -24,6 +24,7 @@
 #include "log.h"
 #include "norms.h"
 #include "pool.h"
+#include "tokjson.h"
 
 enum key_type { K_STR, K_UINT, K_DOUBLE, K_BOOL, K_ENUM, K_LEVEL };
 
@@ -59,6 +60,8 @@ static const struct key keys[] = {
 	  "norm-statistics gate at load: warn logs out-of-range norms, strict refuses the model" },
 	{ "model", "gate_policy", K_STR, OFF(gate_policy), SZ(gate_policy), 0, 0, NULL, "",
 	  "INI rule file for the gate (see bitnet(1) inspect --ln-stats); empty for the built-in rules" },
+	{ "model", "tokenizer", K_STR, OFF(tokenizer), SZ(tokenizer), 0, 0, NULL, "",
+	  "a tokenizer.json to use instead of the model's vocabulary; empty for the model's" },
 	{ "engine", "plugin", K_STR, OFF(plugin), SZ(plugin), 0, 0, NULL, "auto",
 	  "kernel plugin name, or auto for the best one this CPU runs" },
 	{ "engine", "calibrate", K_BOOL, OFF(calibrate), 0, 0, 0, NULL, "true",
@@ -325,6 +328,24 @@ static int check_gate_policy(const struct bd_config *c, const char *path)
 	return 0;
 }
 
+/* A tokenizer.json in place of the model's vocabulary: read in full (its size against the
+ * embedding is the load's check: that needs the model). */
+static int check_tokenizer(const struct bd_config *c, const char *path)
+{
+	const char *f = c->tokenizer;
+	if (!f[0])
+		return 0;
+	if (f[0] != '/')
+		return problem(BN_LOG_ERR, path, "model", "tokenizer", "'%s' is not an absolute path", f);
+	struct bn_vocab v;
+	struct bn_error err = { 0 };
+	memset(&v, 0, sizeof(v));
+	if (bn_tokjson_load(f, &v, &err))
+		return problem(BN_LOG_ERR, path, "model", "tokenizer", "%s", err.msg);
+	bn_vocab_free(&v);
+	return 0;
+}
+
 /* A plugin name is the X of kernel-X.so inside plugin_dir, nothing that reaches outside it. */
 static bool plugin_name_ok(const char *n)
 {
@@ -546,6 +567,7 @@ int bd_config_load(struct bd_config *c, const char *path, bool strict_unknown)
 	/* what the load would refuse, short of loading the model */
 	errors += check_model_file(c, path);
 	errors += check_gate_policy(c, path);
+	errors += check_tokenizer(c, path);
 	errors += check_plugin(c, path);
 	errors += check_cpus(c, path, strict_unknown);
 	return errors;

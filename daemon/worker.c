@@ -25,6 +25,7 @@
 #include "pool.h"
 #include "sched.h"
 #include "tokenizer.h"
+#include "tokjson.h"
 #include "vocab.h"
 
 /* generation thread only */
@@ -76,11 +77,8 @@ static int model_open(struct bd_model **out, const struct bd_config *c, struct b
 		return rc;
 	}
 	const struct bn_hparams *hp = bn_model_hparams(m->model);
-	struct bn_vocab v = { 0 };
-	rc = bn_vocab_from_gguf(&v, bn_model_gguf(m->model), err);
-	if (!rc)
-		rc = bn_tokenizer_new(&m->tok, &v, hp->arch_name, err);
-	bn_vocab_free(&v);
+	rc = bn_tokenizer_for(&m->tok, bn_model_gguf(m->model), hp->n_vocab,
+	                      c->tokenizer[0] ? c->tokenizer : NULL, err);
 	if (rc) {
 		bn_err_prefix(err, "%s", c->model_path);
 		bn_model_free(m->model);
@@ -112,6 +110,7 @@ static bool model_settings_differ(const struct bd_config *a, const struct bd_con
 	return strcmp(a->model_path, b->model_path) || a->strict != b->strict ||
 	       a->rescale_gamma != b->rescale_gamma || a->mlock != b->mlock ||
 	       strcmp(a->gate, b->gate) || strcmp(a->gate_policy, b->gate_policy) ||
+	       strcmp(a->tokenizer, b->tokenizer) ||
 	       strcmp(a->template_name, b->template_name);
 }
 

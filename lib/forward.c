@@ -183,6 +183,7 @@ void bn_ctx_set_pool(struct bn_ctx *c, struct bn_pool *p)
 
 uint32_t bn_ctx_n_ctx(const struct bn_ctx *c) { return c->n_ctx; }
 uint32_t bn_ctx_n_batch(const struct bn_ctx *c) { return c->n_batch; }
+uint32_t bn_ctx_n_vocab(const struct bn_ctx *c) { return c->m->hp.n_vocab; }
 uint64_t bn_ctx_kv_bytes(const struct bn_ctx *c) { return 2 * (uint64_t)c->kv_bytes; }
 
 void bn_ctx_seq_clear(struct bn_ctx *c, uint32_t seq)

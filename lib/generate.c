@@ -121,7 +121,12 @@ int bn_generate(struct bn_ctx *c, uint32_t seq, const struct bn_tokenizer *t,
 	memset(st, 0, sizeof(*st));
 	st->reason = BN_STOP_ERROR;
 	uint32_t n_ctx = bn_ctx_n_ctx(c), n_batch = bn_ctx_n_batch(c);
-	uint32_t V = bn_tokenizer_n_vocab(t);
+	/* logits are the model's rows; the sampler looks at the tokenizer's ids (fewer when a
+	 * tokenizer.json replaces a padded vocabulary: the pad rows are never sampled) */
+	uint32_t V = bn_ctx_n_vocab(c);
+	if (bn_tokenizer_n_vocab(t) > V)
+		return bn_err_set(err, -EINVAL, "the tokenizer has %u tokens, the model %u rows",
+		                  bn_tokenizer_n_vocab(t), V);
 	if (!n_prompt)
 		return bn_err_set(err, -EINVAL, "the prompt is empty");
 	if (n_prompt >= n_ctx)

@@ -8,6 +8,7 @@
 
 #include <json-c/json.h>
 
+#include "gguf.h"
 #include "log.h"
 #include "tokenizer.h"
 #include "tokjson.h"
@@ -295,5 +296,34 @@ int bn_tokjson_load(const char *path, struct bn_vocab *out, struct bn_error *err
 out:
 	bn_vocab_free(&v);
 	json_object_put(root);
+	return rc;
+}
+
+int bn_tokenizer_for(struct bn_tokenizer **out, const struct bn_gguf *g, uint32_t n_rows,
+                     const char *json, struct bn_error *err)
+{
+	struct bn_vocab v;
+	memset(&v, 0, sizeof(v));
+	*out = NULL;
+	char arch[64] = "";
+	struct bn_gguf_str a;
+	if (g && bn_gguf_get_str(g, "general.architecture", &a) == 0 && a.len < sizeof(arch)) {
+		memcpy(arch, a.ptr, a.len);
+		arch[a.len] = '\0';
+	}
+	int rc = json ? bn_tokjson_load(json, &v, err) : bn_vocab_from_gguf(&v, g, err);
+	if (rc)
+		return rc;
+	if (n_rows && v.n_tokens > n_rows) {
+		rc = bn_err_set(err, -EINVAL, "%s: %u tokens, but the model's embedding has %u rows",
+		                json ? json : "the model's vocabulary", v.n_tokens, n_rows);
+		bn_vocab_free(&v);
+		return rc;
+	}
+	rc = bn_tokenizer_new(out, &v, arch[0] ? arch : NULL, err);
+	bn_vocab_free(&v);
+	if (!rc && json)
+		bn_log(BN_LOG_INFO, "tokenizer from %s (%u tokens) instead of the model's", json,
+		       v.n_tokens);
 	return rc;
 }

@@ -11,4 +11,14 @@
  * pre = "llama-bpe", add_bos = true. Messages name the file and the entry at fault. */
 int bn_tokjson_load(const char *path, struct bn_vocab *out, struct bn_error *err);
 
+struct bn_gguf;
+struct bn_tokenizer;
+
+/* The tokenizer a model runs with: its GGUF vocabulary, or, when json is not NULL, that
+ * tokenizer.json instead (bitnet --tokenizer, bitnetd [model] tokenizer). n_rows: the
+ * embedding's rows, 0 to skip the check; a vocabulary with more ids than that is refused
+ * (-EINVAL naming both sizes), since its ids would index past the embedding. */
+int bn_tokenizer_for(struct bn_tokenizer **out, const struct bn_gguf *g, uint32_t n_rows,
+                     const char *json, struct bn_error *err);
+
 #endif

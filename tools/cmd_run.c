@@ -267,7 +267,6 @@ int cmd_run(int argc, char **argv)
 	}
 
 	struct tool_engine e;
-	struct bn_vocab vocab = { 0 };
 	struct bn_tokenizer *tok = NULL;
 	int32_t *ids = NULL;
 	size_t n_ids = 0;
@@ -279,9 +278,7 @@ int cmd_run(int argc, char **argv)
 	}
 	t_load = bn_now() - t_load;
 	const struct bn_hparams *hp = bn_model_hparams(e.model);
-	if (bn_vocab_from_gguf(&vocab, bn_model_gguf(e.model), &err) ||
-	    bn_tokenizer_new(&tok, &vocab, hp->arch_name, &err)) {
-		tool_error("run", "%s", err.msg);
+	if (tool_engine_tokenizer("run", &e, &tok)) {
 		rc = 1;
 		goto out;
 	}
@@ -401,7 +398,6 @@ int cmd_run(int argc, char **argv)
 out:
 	free(ids);
 	bn_tokenizer_free(tok);
-	bn_vocab_free(&vocab);
 	tool_engine_close(&e);
 	free(pbuf);
 	return rc;

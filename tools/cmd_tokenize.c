@@ -8,12 +8,14 @@
 #include "error.h"
 #include "gguf.h"
 #include "tokenizer.h"
+#include "tokjson.h"
 #include "tools.h"
 #include "vocab.h"
 
 static void tokenize_usage(FILE *f)
 {
-	fprintf(f, "usage: bitnet tokenize --model M [--no-bos] [--special] [--pieces] TEXT|-\n"
+	fprintf(f, "usage: bitnet tokenize (--model M [--tokenizer T.json] | --tokenizer T.json)\n"
+		   "                      [--no-bos] [--special] [--pieces] TEXT|-\n"
 		   "  prints the token ids on one line, space-separated; '-' reads the text from\n"
 		   "  stdin, byte for byte (a final newline is part of the text)\n"
 		   "  --no-bos   do not prepend BOS (it is added when the model asks for it)\n"
@@ -24,40 +26,32 @@ static void tokenize_usage(FILE *f)
 
 static void detokenize_usage(FILE *f)
 {
-	fprintf(f, "usage: bitnet detokenize --model M [--raw] ID... | -\n"
+	fprintf(f, "usage: bitnet detokenize (--model M | --tokenizer T.json) [--raw] ID... | -\n"
 		   "  prints the text of the ids (separated by spaces or commas, or read from stdin\n"
 		   "  with '-'), exactly, without an added newline. Bytes that do not form UTF-8\n"
 		   "  become U+FFFD unless --raw is given.\n");
 }
 
-/* Opens only what the tokenizer needs from the GGUF. */
-static int open_tokenizer(const char *verb, const char *path, struct bn_tokenizer **t)
+/* The model file's tokenizer (only the GGUF header is read, not the weights), or json's
+ * instead; with a model, json's ids must fit its embedding. */
+static int open_tokenizer(const char *verb, const char *path, const char *json,
+                          struct bn_tokenizer **t)
 {
 	struct bn_error err = { 0 };
 	struct bn_gguf *g = NULL;
-	struct bn_vocab v;
-	memset(&v, 0, sizeof(v));
-	int rc = bn_gguf_open(&g, path, &err);
-	if (rc) {
-		tool_error(verb, "%s", err.msg);
-		return 1;
+	uint32_t rows = 0;
+	int rc = 0;
+	if (path && (rc = bn_gguf_open(&g, path, &err)) == 0) {
+		/* the embedding's rows: the token table's second dimension */
+		const struct bn_gguf_tensor *te = bn_gguf_find_tensor(g, "token_embd.weight");
+		if (te && te->n_dims == 2)
+			rows = (uint32_t)te->ne[1];
 	}
-	char arch[64] = "";
-	struct bn_gguf_str a;
-	if (bn_gguf_get_str(g, "general.architecture", &a) == 0 && a.len < sizeof(arch)) {
-		memcpy(arch, a.ptr, a.len);
-		arch[a.len] = '\0';
-	}
-	rc = bn_vocab_from_gguf(&v, g, &err);
+	if (!rc)
+		rc = bn_tokenizer_for(t, g, rows, json, &err);
 	bn_gguf_close(g);
 	if (rc) {
-		tool_error(verb, "%s: %s", path, err.msg);
-		return 1;
-	}
-	rc = bn_tokenizer_new(t, &v, arch[0] ? arch : NULL, &err);
-	bn_vocab_free(&v);
-	if (rc) {
-		tool_error(verb, "%s: %s", path, err.msg);
+		tool_error(verb, "%s", err.msg);
 		return 1;
 	}
 	return 0;
@@ -136,18 +130,20 @@ int cmd_tokenize(int argc, char **argv)
 {
 	static const struct option lo[] = {
 		{ "model", required_argument, NULL, 'm' },
+		{ "tokenizer", required_argument, NULL, 'T' },
 		{ "no-bos", no_argument, NULL, 'B' },
 		{ "special", no_argument, NULL, 's' },
 		{ "pieces", no_argument, NULL, 'p' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
-	const char *model = NULL;
+	const char *model = NULL, *json = NULL;
 	bool no_bos = false, special = false, pieces = false;
 	int c;
 	while ((c = getopt_long(argc, argv, "m:sph", lo, NULL)) != -1) {
 		switch (c) {
 		case 'm': model = optarg; break;
+		case 'T': json = optarg; break;
 		case 'B': no_bos = true; break;
 		case 's': special = true; break;
 		case 'p': pieces = true; break;
@@ -155,7 +151,7 @@ int cmd_tokenize(int argc, char **argv)
 		default: tokenize_usage(stderr); return 2;
 		}
 	}
-	if (!model || optind != argc - 1) {
+	if ((!model && !json) || optind != argc - 1) {
 		tokenize_usage(stderr);
 		return 2;
 	}
@@ -176,7 +172,7 @@ int cmd_tokenize(int argc, char **argv)
 		}
 	}
 	struct bn_tokenizer *t;
-	if (open_tokenizer("tokenize", model, &t)) {
+	if (open_tokenizer("tokenize", model, json, &t)) {
 		free(text);
 		return 1;
 	}
@@ -244,22 +240,24 @@ int cmd_detokenize(int argc, char **argv)
 {
 	static const struct option lo[] = {
 		{ "model", required_argument, NULL, 'm' },
+		{ "tokenizer", required_argument, NULL, 'T' },
 		{ "raw", no_argument, NULL, 'r' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
-	const char *model = NULL;
+	const char *model = NULL, *json = NULL;
 	bool raw = false;
 	int c;
 	while ((c = getopt_long(argc, argv, "m:rh", lo, NULL)) != -1) {
 		switch (c) {
 		case 'm': model = optarg; break;
+		case 'T': json = optarg; break;
 		case 'r': raw = true; break;
 		case 'h': detokenize_usage(stdout); return 0;
 		default: detokenize_usage(stderr); return 2;
 		}
 	}
-	if (!model || optind >= argc) {
+	if ((!model && !json) || optind >= argc) {
 		detokenize_usage(stderr);
 		return 2;
 	}
@@ -288,7 +286,7 @@ int cmd_detokenize(int argc, char **argv)
 		}
 	}
 	struct bn_tokenizer *t;
-	if (open_tokenizer("detokenize", model, &t)) {
+	if (open_tokenizer("detokenize", model, json, &t)) {
 		free(ids);
 		return 1;
 	}

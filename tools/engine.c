@@ -12,6 +12,7 @@
 #include "log.h"
 #include "norms.h"
 #include "pool.h"
+#include "tokjson.h"
 #include "tools.h"
 
 void tool_engine_opts_init(struct tool_engine_opts *o)
@@ -96,6 +97,9 @@ int tool_engine_opt(const char *verb, struct tool_engine_opts *o, int c, const c
 	case 1009:
 		o->policy = arg;
 		return 1;
+	case 1011:
+		o->tokenizer = arg;
+		return 1;
 	case 1010: {
 		enum bn_numa n;
 		if (bn_numa_parse(arg, &n)) {
@@ -113,6 +117,7 @@ int tool_engine_open(const char *verb, const struct tool_engine_opts *o, struct 
 {
 	struct bn_error err = { 0 };
 	memset(e, 0, sizeof(*e));
+	e->tokenizer = o->tokenizer;
 	if (!o->model) {
 		tool_error(verb, "--model is required");
 		return 2;
@@ -161,4 +166,15 @@ void tool_engine_close(struct tool_engine *e)
 	bn_kernel_unload(e->kernel);
 	bn_model_free(e->model);
 	memset(e, 0, sizeof(*e));
+}
+
+int tool_engine_tokenizer(const char *verb, const struct tool_engine *e, struct bn_tokenizer **out)
+{
+	struct bn_error err = { 0 };
+	if (bn_tokenizer_for(out, bn_model_gguf(e->model), bn_model_hparams(e->model)->n_vocab,
+	                     e->tokenizer, &err)) {
+		tool_error(verb, "%s", err.msg);
+		return 1;
+	}
+	return 0;
 }

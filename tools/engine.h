@@ -7,6 +7,8 @@
 
 #include "bitnet/bitnet.h"
 
+struct bn_tokenizer;
+
 struct tool_engine_opts {
 	const char *model;
 	const char *plugin;        /* NULL/auto */
@@ -19,9 +21,11 @@ struct tool_engine_opts {
 	int gate;                  /* enum bn_gate */
 	const char *policy;
 	int numa;                  /* enum bn_numa */
+	const char *tokenizer;     /* a tokenizer.json instead of the model's vocabulary */
 };
 
 struct tool_engine {
+	const char *tokenizer;     /* opts' --tokenizer */
 	struct bn_model *model;
 	struct bn_kernel *kernel;
 	struct bn_pool *pool;
@@ -43,7 +47,8 @@ struct tool_engine {
 	{ "mlock", no_argument, NULL, 1007 }, \
 	{ "gate", required_argument, NULL, 1008 }, \
 	{ "policy", required_argument, NULL, 1009 }, \
-	{ "numa", required_argument, NULL, 1010 }
+	{ "numa", required_argument, NULL, 1010 }, \
+	{ "tokenizer", required_argument, NULL, 1011 }
 
 void tool_engine_opts_init(struct tool_engine_opts *o);
 /* `--plugin auto` times the plugins on the model (bn_calibrate, cached) unless
@@ -56,5 +61,7 @@ int tool_engine_opt(const char *verb, struct tool_engine_opts *o, int c, const c
 /* Opens everything; prints one error line naming the cause and returns non-zero on failure. */
 int tool_engine_open(const char *verb, const struct tool_engine_opts *o, struct tool_engine *e);
 void tool_engine_close(struct tool_engine *e);
+/* The model's tokenizer, or --tokenizer's; prints the error and returns non-zero. */
+int tool_engine_tokenizer(const char *verb, const struct tool_engine *e, struct bn_tokenizer **out);
 
 #endif

@@ -90,6 +90,7 @@ void bn_ctx_set_kernel(struct bn_ctx *c, struct bn_kernel *k);
 void bn_ctx_set_pool(struct bn_ctx *c, struct bn_pool *p);
 uint32_t bn_ctx_n_ctx(const struct bn_ctx *c);
 uint32_t bn_ctx_n_batch(const struct bn_ctx *c);
+uint32_t bn_ctx_n_vocab(const struct bn_ctx *c);    /* rows of the logits bn_decode writes */
 /* Bytes of K and V address space reserved for every sequence (pages commit as they fill). */
 uint64_t bn_ctx_kv_bytes(const struct bn_ctx *c);
 /* Forget a sequence's cached tokens. */
