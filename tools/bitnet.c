@@ -17,6 +17,7 @@ static const struct {
 	{ "inspect", cmd_inspect, "show a model's hyper-parameters, tokenizer and tensors" },
 	{ "logits", cmd_logits, "write the logits of a token list" },
 	{ "mkmodel", cmd_mkmodel, "write a synthetic BitNet model" },
+	{ "convert", cmd_convert, "convert a Hugging Face BitNet checkpoint to GGUF" },
 	{ "tokenize", cmd_tokenize, "text to token ids" },
 	{ "detokenize", cmd_detokenize, "token ids to text" },
 	{ "run", cmd_run, "generate text from a prompt" },

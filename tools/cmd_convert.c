@@ -1,0 +1,133 @@
+/* bitnet convert: a Hugging Face BitNetForCausalLM checkpoint to GGUF (lib/convert.c). */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "convert.h"
+#include "error.h"
+#include "gguf.h"
+#include "mkmodel.h"
+#include "tools.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+	        "usage: bitnet convert HF_DIR OUT.gguf [--type i2_s|tq2_0|tq1_0]\n"
+	        "                      [--tokenizer tokenizer.json] [--quiet]\n"
+	        "Converts a BitNetForCausalLM checkpoint (config.json, tokenizer.json, model.safetensors\n"
+	        "or a sharded model.safetensors.index.json; packed U8 + weight_scale or BF16/F16/F32\n"
+	        "master weights) to a bitnet-b1.58 GGUF with an F16 tied embedding and F32 norms.\n");
+}
+
+struct progress {
+	int last_pct;
+	bool show;
+};
+
+static void show_progress(void *user, uint64_t done, uint64_t total)
+{
+	struct progress *p = user;
+	int pct = total ? (int)(done * 100 / total) : 100;
+	if (!p->show || pct == p->last_pct)
+		return;
+	p->last_pct = pct;
+	fprintf(stderr, "\rbitnet convert: %3d%% (%" PRIu64 " / %" PRIu64 " MiB)", pct, done >> 20,
+	        total >> 20);
+	if (done >= total)
+		fputc('\n', stderr);
+	fflush(stderr);
+}
+
+/* Peak resident set size of this process in KiB (VmHWM), -1 if unknown. */
+static long peak_rss_kb(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	long kb = -1;
+	while (f && fgets(line, sizeof line, f))
+		if (!strncmp(line, "VmHWM:", 6))
+			kb = strtol(line + 6, NULL, 10);
+	if (f)
+		fclose(f);
+	return kb;
+}
+
+int cmd_convert(int argc, char **argv)
+{
+	static const struct option lopts[] = {
+		{ "type", required_argument, NULL, 't' },
+		{ "tokenizer", required_argument, NULL, 'k' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct bn_convert_opts o = { 0 };
+	bool quiet = false;
+	int c;
+	optind = 1;
+	opterr = 1;
+	while ((c = getopt_long(argc, argv, "t:k:qh", lopts, NULL)) != -1) {
+		switch (c) {
+		case 't': {
+			int t = bn_mkmodel_parse_type(optarg);
+			if (t != BN_TYPE_I2_S && t != BN_TYPE_TQ2_0 && t != BN_TYPE_TQ1_0) {
+				tool_error("convert", "option --type: '%s' is not i2_s, tq2_0 or tq1_0", optarg);
+				return 2;
+			}
+			o.wtype = (uint32_t)t;
+			break;
+		}
+		case 'k': o.tokenizer_json = optarg; break;
+		case 'q': quiet = true; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (argc - optind != 2) {
+		tool_error("convert", "expected HF_DIR and OUT.gguf");
+		usage(stderr);
+		return 2;
+	}
+	o.hf_dir = argv[optind];
+	o.out = argv[optind + 1];
+	struct progress prog = { -1, !quiet && isatty(STDERR_FILENO) };
+	o.progress = show_progress;
+	o.user = &prog;
+
+	struct bn_error err = { 0 };
+	struct bn_convert_report rep;
+	int rc = bn_convert(&o, &rep, &err);
+	if (prog.show && prog.last_pct >= 0 && prog.last_pct < 100)
+		fputc('\n', stderr);
+	if (rc) {
+		tool_error("convert", "%s", err.msg);
+		return 1;
+	}
+	if (quiet)
+		return 0;
+	printf("wrote %s: %u layers, hidden %u, ff %u, heads %u/%u, vocab %u, ctx %u, %s projections "
+	       "from %s%s%s%s, %u tensors from %u file%s, %" PRIu64 " bytes\n", o.out, rep.n_layer,
+	       rep.n_embd, rep.n_ff, rep.n_head, rep.n_head_kv, rep.n_vocab, rep.n_ctx,
+	       bn_ggml_type_name(o.wtype ? o.wtype : BN_TYPE_I2_S), rep.form ? rep.form : "none",
+	       rep.linear_class ? " (" : "", rep.linear_class ? rep.linear_class : "",
+	       rep.linear_class ? ")" : "", rep.n_tensors, rep.n_files, rep.n_files == 1 ? "" : "s",
+	       rep.bytes);
+	if (rep.n_pad_tokens)
+		printf("note: %u unused [PAD] tokens added to reach the embedding's %u rows\n",
+		       rep.n_pad_tokens, rep.n_vocab);
+	if (rep.n_scales_rounded)
+		printf("note: %u projection scales rounded to f16 (largest relative change %.3g)\n",
+		       rep.n_scales_rounded, rep.max_scale_rel_change);
+	if (rep.n_zero_tensors)
+		printf("note: %u projections have all-zero ternary weights\n", rep.n_zero_tensors);
+	if (rep.untied_head)
+		printf("note: untied LM head written as output.weight (F16)\n");
+	long kb = peak_rss_kb();
+	if (kb > 0)
+		printf("peak RSS %ld KiB\n", kb);
+	return 0;
+}
