@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef PACKAGE_VERSION
@@ -24,6 +25,10 @@
 #define PATH "/org/bitnetd/Daemon1"
 #define IFACE_MANAGER NAME ".Manager"
 #define IFACE_REQUEST NAME ".Request"
+
+/* A request that sends nothing for this long is checked on: a bus drops the signals of a
+ * reader too slow for it, Finished included, and a waiting client would wait forever. */
+#define SILENCE_S 5.0
 
 /* exit codes (bitnetctl(1)) */
 enum {
@@ -349,9 +354,105 @@ static json_object *variant_json(DBusMessageIter *v)
 	return NULL;
 }
 
-static void cancel_request(const char *path)
+/* What one request's stream trusts: signals of the request object from the daemon's unique
+ * name, and the bus's own NameOwnerChanged. Any local user may send a signal addressed to
+ * us (a destination bypasses match rules), so the path alone proves nothing. */
+struct stream {
+	char path[256];           /* the request object */
+	char daemon[256];         /* bitnetd's unique name: the sender of its reply */
+	bool warned;              /* about a signal from someone else, said once */
+	bool probe_warned;        /* that the request cannot be checked on, said once */
+};
+
+static double now_s(void)
 {
-	DBusMessage *m = new_call(path, IFACE_REQUEST, "Cancel");
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* A method call to the daemon's unique name, so that a daemon started since (whose request
+ * numbers start again at 1) can never answer for the one that has our request. */
+static DBusMessage *daemon_call(const struct stream *st, const char *path, const char *iface,
+                                const char *method)
+{
+	DBusMessage *m = dbus_message_new_method_call(st->daemon, path, iface, method);
+	if (!m) {
+		fprintf(stderr, "bitnetctl: out of memory\n");
+		exit(EX_FAIL);
+	}
+	return m;
+}
+
+/* Maps the errors of a call to the daemon that matter here: it left the bus, it does not
+ * answer, or the object is gone. */
+static int call_errno(const DBusError *e)
+{
+	const char *n = e->name ? e->name : "";
+	if (!strcmp(n, DBUS_ERROR_SERVICE_UNKNOWN) || !strcmp(n, DBUS_ERROR_NAME_HAS_NO_OWNER) ||
+	    !strcmp(n, DBUS_ERROR_DISCONNECTED))
+		return -ESRCH;
+	if (!strcmp(n, DBUS_ERROR_NO_REPLY) || !strcmp(n, DBUS_ERROR_TIMEOUT))
+		return -ETIMEDOUT;
+	if (!strcmp(n, DBUS_ERROR_UNKNOWN_OBJECT))
+		return -ENOENT;
+	return -EIO;
+}
+
+/* Whether the request object still exists: 0, or -ENOENT (it finished), -ESRCH (the daemon
+ * left the bus), -ETIMEDOUT (no answer), -EIO (anything else, in *e). The Request interface
+ * has no properties; GetAll is the cheapest call the bus policy allows on it. */
+static int request_probe(const struct stream *st, DBusError *e)
+{
+	DBusMessage *m = daemon_call(st, st->path, DBUS_INTERFACE_PROPERTIES, "GetAll");
+	const char *iface = IFACE_REQUEST;
+	dbus_message_append_args(m, DBUS_TYPE_STRING, &iface, DBUS_TYPE_INVALID);
+	DBusMessage *r = dbus_connection_send_with_reply_and_block(conn, m, 25000, e);
+	dbus_message_unref(m);
+	if (r) {
+		dbus_message_unref(r);
+		return 0;
+	}
+	return call_errno(e);
+}
+
+/* The daemon's State property into buf: 0, or a negative errno as call_errno. */
+static int daemon_state(const struct stream *st, char *buf, size_t len)
+{
+	DBusMessage *m = daemon_call(st, PATH, DBUS_INTERFACE_PROPERTIES, "Get");
+	const char *iface = IFACE_MANAGER, *prop = "State";
+	dbus_message_append_args(m, DBUS_TYPE_STRING, &iface, DBUS_TYPE_STRING, &prop,
+	                         DBUS_TYPE_INVALID);
+	DBusError e;
+	dbus_error_init(&e);
+	DBusMessage *r = dbus_connection_send_with_reply_and_block(conn, m, 5000, &e);
+	dbus_message_unref(m);
+	int rc = 0;
+	if (!r) {
+		rc = call_errno(&e);
+		dbus_error_free(&e);
+		return rc;
+	}
+	DBusMessageIter it, v;
+	const char *s;
+	if (dbus_message_iter_init(r, &it) && dbus_message_iter_get_arg_type(&it) == DBUS_TYPE_VARIANT) {
+		dbus_message_iter_recurse(&it, &v);
+		if (dbus_message_iter_get_arg_type(&v) == DBUS_TYPE_STRING) {
+			dbus_message_iter_get_basic(&v, &s);
+			snprintf(buf, len, "%s", s);
+		} else {
+			rc = -EIO;
+		}
+	} else {
+		rc = -EIO;
+	}
+	dbus_message_unref(r);
+	return rc;
+}
+
+static void cancel_request(const struct stream *st)
+{
+	DBusMessage *m = daemon_call(st, st->path, IFACE_REQUEST, "Cancel");
 	DBusError e;
 	dbus_error_init(&e);
 	DBusMessage *r = dbus_connection_send_with_reply_and_block(conn, m, 5000, &e);
@@ -361,6 +462,53 @@ static void cancel_request(const char *path)
 	if (r)
 		dbus_message_unref(r);
 	dbus_error_free(&e);
+}
+
+static unsigned stats_generated(const struct result *res)
+{
+	json_object *g = NULL;
+	if (!json_object_object_get_ex(res->stats, "generated_tokens", &g))
+		return 0;
+	return (unsigned)json_object_get_int64(g);
+}
+
+/* Says who a signal that is not ours came from, once per stream: someone on this bus is
+ * trying to feed us text, and the user should know. The content is not repeated. */
+static void ignore_signal(struct stream *st, DBusMessage *s)
+{
+	if (st->warned)
+		return;
+	st->warned = true;
+	const char *from = dbus_message_get_sender(s);
+	fprintf(stderr, "bitnetctl: ignoring a %s signal from %s, which is not bitnetd (%s)\n",
+	        dbus_message_get_member(s) ? dbus_message_get_member(s) : "?",
+	        from ? from : "an unknown sender", st->daemon);
+}
+
+/* A Finished with reason cancelled that Ctrl-C did not ask for: the daemon cancels at stop
+ * (and when the caller leaves the bus, which cannot be us here). Ask it why, briefly. */
+static int explain_cancelled(const struct stream *st, const struct result *res)
+{
+	char state[32] = "";
+	int s = daemon_state(st, state, sizeof(state));
+	unsigned n = stats_generated(res);
+	if (s == -ESRCH || s == -ETIMEDOUT || (!s && !strcmp(state, "stopping"))) {
+		fprintf(stderr, "bitnetctl: bitnetd is stopping: it cancelled the request after %u "
+		        "generated tokens\n", n);
+		return EX_NODAEMON;
+	}
+	fprintf(stderr, "bitnetctl: bitnetd cancelled the request after %u generated tokens%s%s%s\n",
+	        n, s ? "" : " (daemon state: ", s ? "" : state, s ? "" : ")");
+	return EX_FAIL;
+}
+
+static int left_bus(bool print, const struct result *res)
+{
+	if (print)
+		fputc('\n', stdout);
+	fprintf(stderr, "bitnetctl: bitnetd left the bus before the request finished (%zu bytes "
+	        "of text received)\n", res->len);
+	return EX_NODAEMON;
 }
 
 /* Sends a Generate/Chat call and streams its Text signals until Finished. */
@@ -377,51 +525,96 @@ static int stream(DBusMessage *m, bool print, struct result *res)
 	DBusMessage *r = call(m, 60000, &rc);
 	if (!r)
 		return rc;
-	const char *p;
-	if (!dbus_message_get_args(r, NULL, DBUS_TYPE_OBJECT_PATH, &p, DBUS_TYPE_INVALID)) {
+	/* the bus stamps every message's sender: the reply's is the daemon's unique name */
+	struct stream st = { .warned = false };
+	const char *p, *daemon = dbus_message_get_sender(r);
+	if (!dbus_message_get_args(r, NULL, DBUS_TYPE_OBJECT_PATH, &p, DBUS_TYPE_INVALID) ||
+	    !daemon || strlen(p) >= sizeof(st.path) || strlen(daemon) >= sizeof(st.daemon)) {
 		fprintf(stderr, "bitnetctl: unexpected reply from bitnetd\n");
 		dbus_message_unref(r);
 		return EX_FAIL;
 	}
-	char path[256];
-	snprintf(path, sizeof(path), "%s", p);
+	snprintf(st.path, sizeof(st.path), "%s", p);
+	snprintf(st.daemon, sizeof(st.daemon), "%s", daemon);
 	dbus_message_unref(r);
 	bool cancel_sent = false;
+	double heard = now_s();   /* when the daemon last showed that the request is alive */
 	for (;;) {
 		if (interrupted && !cancel_sent) {
-			cancel_request(path);
+			cancel_request(&st);
 			cancel_sent = true;
 		}
-		if (!dbus_connection_read_write(conn, 200)) {
+		/* silence: is the request still there? If not, its Finished was lost. */
+		bool lost = false;
+		if (now_s() - heard >= SILENCE_S) {
+			DBusError e;
+			dbus_error_init(&e);
+			int pr = request_probe(&st, &e);
+			heard = now_s();
+			if (pr == -ESRCH) {
+				dbus_error_free(&e);
+				return left_bus(print, res);
+			}
+			if (pr == -ETIMEDOUT) {
+				if (print)
+					fputc('\n', stdout);
+				fprintf(stderr, "bitnetctl: bitnetd sent nothing for %.0f s and did not "
+				        "answer about request %s: %s\n", SILENCE_S, st.path, e.message);
+				dbus_error_free(&e);
+				return EX_NODAEMON;
+			}
+			if (pr == -EIO && !st.probe_warned) {
+				/* cannot tell; keep waiting, as before this check existed */
+				fprintf(stderr, "bitnetctl: cannot check on request %s: %s\n", st.path,
+				        e.message);
+				st.probe_warned = true;
+			}
+			dbus_error_free(&e);
+			/* a Finished sent before the object went is queued ahead of the answer */
+			lost = pr == -ENOENT;
+		}
+		if (!dbus_connection_read_write(conn, lost ? 0 : 200)) {
 			fprintf(stderr, "bitnetctl: lost the connection to %s\n", bus_desc);
 			return EX_NODAEMON;
 		}
 		DBusMessage *s;
 		while ((s = dbus_connection_pop_message(conn))) {
-			if (dbus_message_is_signal(s, DBUS_INTERFACE_LOCAL, "Disconnected")) {
+			/* libdbus makes this one itself; it has no sender */
+			if (dbus_message_is_signal(s, DBUS_INTERFACE_LOCAL, "Disconnected") &&
+			    !dbus_message_get_sender(s)) {
 				dbus_message_unref(s);
 				fprintf(stderr, "bitnetctl: lost the connection to %s\n", bus_desc);
 				return EX_NODAEMON;
 			}
 			if (dbus_message_is_signal(s, DBUS_INTERFACE_DBUS, "NameOwnerChanged")) {
 				const char *n, *o, *nw;
-				if (dbus_message_get_args(s, NULL, DBUS_TYPE_STRING, &n, DBUS_TYPE_STRING, &o,
-				                          DBUS_TYPE_STRING, &nw, DBUS_TYPE_INVALID) &&
-				    !strcmp(n, NAME) && !*nw) {
+				if (!dbus_message_has_sender(s, DBUS_SERVICE_DBUS)) {
+					ignore_signal(&st, s);
+				} else if (dbus_message_get_args(s, NULL, DBUS_TYPE_STRING, &n, DBUS_TYPE_STRING,
+				                                 &o, DBUS_TYPE_STRING, &nw, DBUS_TYPE_INVALID) &&
+				           !strcmp(n, NAME) && !strcmp(o, st.daemon) && !*nw) {
 					dbus_message_unref(s);
-					if (print)
-						fputc('\n', stdout);
-					fprintf(stderr, "bitnetctl: bitnetd stopped before the request finished\n");
-					return EX_NODAEMON;
+					return left_bus(print, res);
 				}
+				dbus_message_unref(s);
+				continue;
+			}
+			const char *si = dbus_message_get_interface(s);
+			if (dbus_message_get_type(s) == DBUS_MESSAGE_TYPE_SIGNAL && si &&
+			    !strncmp(si, NAME ".", strlen(NAME ".")) &&
+			    !dbus_message_has_sender(s, st.daemon)) {
+				ignore_signal(&st, s);
+				dbus_message_unref(s);
+				continue;
 			}
 			const char *sp = dbus_message_get_path(s);
-			if (!sp || strcmp(sp, path)) {
+			if (!sp || strcmp(sp, st.path)) {
 				dbus_message_unref(s);
 				continue;
 			}
 			if (dbus_message_is_signal(s, IFACE_REQUEST, "Text")) {
 				const char *t;
+				heard = now_s();
 				if (dbus_message_get_args(s, NULL, DBUS_TYPE_STRING, &t, DBUS_TYPE_INVALID)) {
 					if (print) {
 						fputs(t, stdout);
@@ -443,8 +636,13 @@ static int stream(DBusMessage *m, bool print, struct result *res)
 				if (print)
 					fputc('\n', stdout);
 				fflush(stdout);
-				if (!strcmp(res->reason, "cancelled"))
-					return interrupted ? EX_CANCELLED : EX_FAIL;
+				if (!strcmp(res->reason, "cancelled")) {
+					if (!interrupted)
+						return explain_cancelled(&st, res);
+					fprintf(stderr, "bitnetctl: cancelled after %u generated tokens\n",
+					        stats_generated(res));
+					return EX_CANCELLED;
+				}
 				if (!strcmp(res->reason, "error")) {
 					json_object *e = NULL;
 					json_object_object_get_ex(res->stats, "error", &e);
@@ -455,6 +653,15 @@ static int stream(DBusMessage *m, bool print, struct result *res)
 				return EX_OK;
 			}
 			dbus_message_unref(s);
+		}
+		if (lost) {
+			if (print)
+				fputc('\n', stdout);
+			fprintf(stderr, "bitnetctl: request %s ended, but its Finished signal never "
+			        "arrived: the bus dropped it (a reader too slow for the stream?), and "
+			        "perhaps text with it; %zu bytes of text received, the end unknown\n",
+			        st.path, res->len);
+			return EX_FAIL;
 		}
 	}
 }
@@ -471,25 +678,56 @@ static void print_json(const struct result *res, int rc)
 	json_object_put(j);
 }
 
-static char *read_stdin(void)
+/* All of standard input, NUL-terminated, its length in *len (NUL bytes in it included), or
+ * NULL with a message. */
+static char *read_stdin(size_t *len)
 {
-	size_t len = 0, cap = 4096;
-	char *b = malloc(cap);
-	size_t n;
-	while (b && (n = fread(b + len, 1, cap - len - 1, stdin)) > 0) {
-		len += n;
-		if (len + 1 == cap) {
+	size_t n = 0, cap = 4096;
+	char *b = malloc(cap);   /* [cap] */
+	size_t k;
+	while (b && (k = fread(b + n, 1, cap - n - 1, stdin)) > 0) {
+		n += k;
+		if (n + 1 == cap) {
 			char *nb = realloc(b, cap *= 2);
 			if (!nb) {
 				free(b);
-				return NULL;
+				b = NULL;
+			} else {
+				b = nb;
 			}
-			b = nb;
 		}
 	}
-	if (b)
-		b[len] = '\0';
+	if (!b) {
+		fprintf(stderr, "bitnetctl: out of memory reading standard input\n");
+		return NULL;
+	}
+	/* a read error is not the end of the text: sending what came before it would truncate */
+	if (ferror(stdin)) {
+		fprintf(stderr, "bitnetctl: cannot read standard input: %s\n", strerror(errno));
+		free(b);
+		return NULL;
+	}
+	b[n] = '\0';
+	*len = n;
 	return b;
+}
+
+/* Text for the daemon must be one D-Bus string: valid UTF-8 without U+0000. A NUL byte
+ * would end the string early and send a truncated prompt without a word, so it is refused,
+ * like invalid UTF-8 (exit 5), naming where it is. Returns 0 or the exit code. */
+static int text_check(const char *what, const char *s, size_t len)
+{
+	const char *z = memchr(s, '\0', len);
+	if (z) {
+		fprintf(stderr, "bitnetctl: %s has a NUL byte at offset %zu, which D-Bus strings "
+		        "cannot carry\n", what, (size_t)(z - s));
+		return EX_REJECTED;
+	}
+	if (!dbus_validate_utf8(s, NULL)) {
+		fprintf(stderr, "bitnetctl: %s is not valid UTF-8\n", what);
+		return EX_REJECTED;
+	}
+	return 0;
 }
 
 static int cmd_generate(int argc, char **argv)
@@ -511,16 +749,13 @@ static int cmd_generate(int argc, char **argv)
 		die_usage("generate: give one PROMPT, or - to read it from standard input");
 	char *buf = NULL;
 	const char *prompt = argv[optind];
-	if (!strcmp(prompt, "-")) {
-		if (!(prompt = buf = read_stdin())) {
-			fprintf(stderr, "bitnetctl: cannot read the prompt from standard input\n");
-			return EX_FAIL;
-		}
-	}
-	if (!dbus_validate_utf8(prompt, NULL)) {
+	size_t len = strlen(prompt);
+	if (!strcmp(prompt, "-") && !(prompt = buf = read_stdin(&len)))
+		return EX_FAIL;
+	int rc = text_check("the prompt", prompt, len);
+	if (rc) {
 		free(buf);
-		fprintf(stderr, "bitnetctl: the prompt is not valid UTF-8\n");
-		return EX_REJECTED;
+		return rc;
 	}
 	DBusMessage *m = new_call(PATH, IFACE_MANAGER, "Generate");
 	DBusMessageIter it;
@@ -528,7 +763,7 @@ static int cmd_generate(int argc, char **argv)
 	dbus_message_iter_append_basic(&it, DBUS_TYPE_STRING, &prompt);
 	append_opts(&it, &o);
 	struct result res = { 0 };
-	int rc = stream(m, !o.json, &res);
+	rc = stream(m, !o.json, &res);
 	if (o.json && res.reason[0])
 		print_json(&res, rc);
 	free(res.text);
@@ -620,14 +855,12 @@ static int cmd_chat(int argc, char **argv)
 				break;
 			while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
 				line[--n] = '\0';
-			if (!strcmp(line, "/exit") || !strcmp(line, "/quit"))
-				break;
 			if (!n)
 				continue;
-			if (!dbus_validate_utf8(line, NULL)) {
-				fprintf(stderr, "bitnetctl: that line is not valid UTF-8\n");
-				continue;
-			}
+			if (text_check("that line", line, (size_t)n))
+				continue;   /* said why; the conversation goes on */
+			if (!strcmp(line, "/exit") || !strcmp(line, "/quit"))
+				break;
 			history_add(&h, "user", line);
 			struct result res = { 0 };
 			rc = chat_turn(&h, &o, &res);
@@ -643,6 +876,11 @@ static int cmd_chat(int argc, char **argv)
 				break;
 			if (rc == EX_CANCELLED)
 				rc = EX_OK;   /* Ctrl-C ends the reply, not the conversation */
+		}
+		/* Ctrl-C at the prompt ends the conversation as end of input does */
+		if (ferror(stdin) && !interrupted) {
+			fprintf(stderr, "bitnetctl: cannot read standard input: %s\n", strerror(errno));
+			rc = EX_FAIL;
 		}
 		free(line);
 	}
@@ -778,12 +1016,13 @@ static int cmd_tokenize(int argc, char **argv)
 		die_usage("tokenize: give one TEXT, or - for standard input");
 	char *buf = NULL;
 	const char *text = argv[optind];
-	if (!strcmp(text, "-") && !(text = buf = read_stdin()))
+	size_t len = strlen(text);
+	if (!strcmp(text, "-") && !(text = buf = read_stdin(&len)))
 		return EX_FAIL;
-	if (!dbus_validate_utf8(text, NULL)) {
+	int rc = text_check("the text", text, len);
+	if (rc) {
 		free(buf);
-		fprintf(stderr, "bitnetctl: the text is not valid UTF-8\n");
-		return EX_REJECTED;
+		return rc;
 	}
 	DBusMessage *m = new_call(PATH, IFACE_MANAGER, "Tokenize");
 	DBusMessageIter it, d;
@@ -797,7 +1036,6 @@ static int cmd_tokenize(int argc, char **argv)
 	if (special)
 		dict_add(&d, "parse_special", DBUS_TYPE_BOOLEAN, &special);
 	dbus_message_iter_close_container(&it, &d);
-	int rc = EX_OK;
 	DBusMessage *r = call(m, 60000, &rc);
 	free(buf);
 	if (!r)
