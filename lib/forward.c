@@ -15,6 +15,7 @@
 #include "model.h"
 #include "pool.h"
 #include "profile.h"
+#include "trace.h"
 
 struct bn_ctx {
 	struct bn_model *m;
@@ -48,6 +49,8 @@ struct bn_ctx {
 	struct bn_profile *prof;      /* NULL: not profiling */
 	double pt, pwait;             /* profile: start of the current segment, its pool waits */
 	uint64_t pcalls;
+
+	struct bn_trace_sink trace;   /* fn NULL: not tracing */
 };
 
 void bn_rope_table(uint32_t pos, uint32_t hd, float base, float *c, float *s)
@@ -255,6 +258,40 @@ static inline void prof_mark(struct bn_ctx *c, enum bn_prof_op op, double bytes)
 	c->pt = t;
 	c->pwait = 0;
 	c->pcalls = 0;
+}
+
+/* ---- trace -------------------------------------------------------------------------- */
+
+static const char *const trace_names[BN_TRACE_N] = {
+	[BN_TRACE_ATTN_NORM] = "attn_norm", [BN_TRACE_Q] = "q", [BN_TRACE_K] = "k",
+	[BN_TRACE_V] = "v", [BN_TRACE_ATTN] = "attn", [BN_TRACE_ATTN_SUB_NORM] = "attn_sub_norm",
+	[BN_TRACE_WO] = "wo", [BN_TRACE_FFN_NORM] = "ffn_norm", [BN_TRACE_GATE] = "gate",
+	[BN_TRACE_UP] = "up", [BN_TRACE_FFN_ACT] = "ffn_act", [BN_TRACE_DOWN] = "down",
+	[BN_TRACE_LAYER_OUT] = "layer_out", [BN_TRACE_OUT_NORM] = "out_norm",
+	[BN_TRACE_LOGITS] = "logits",
+};
+
+const char *bn_trace_op_name(enum bn_trace_op op)
+{
+	return (unsigned)op < BN_TRACE_N ? trace_names[op] : "?";
+}
+
+void bn_ctx_set_trace(struct bn_ctx *c, const struct bn_trace_sink *sink)
+{
+	if (sink && sink->fn)
+		c->trace = *sink;
+	else
+		c->trace = (struct bn_trace_sink){ NULL, NULL };
+}
+
+/* Hands the sink rows [m] of len values, stride apart. */
+static inline void trace_rows(const struct bn_ctx *c, uint32_t layer, enum bn_trace_op op,
+                              const float *x, size_t stride, size_t len, size_t m)
+{
+	if (!c->trace.fn)
+		return;
+	for (size_t i = 0; i < m; i++)
+		c->trace.fn(c->trace.user, layer, op, (uint32_t)i, x + i * stride, len);
 }
 
 static double tmat_bytes(const struct bn_tmat *w)
@@ -513,6 +550,7 @@ int bn_decode(struct bn_ctx *c, const struct bn_batch *b, float *logits, struct 
 			return bn_err_set(err, -ENOMEM, "out of memory");
 	}
 	size_t n = b->n, E = hp->n_embd, F = hp->n_ff, hd = hp->head_dim, kvd = c->kvd;
+	size_t W = E > F ? E : F;   /* row stride of c->h */
 	double t_pass = 0;
 	if (c->prof) {
 		t_pass = c->pt = bn_now();
@@ -531,8 +569,12 @@ int bn_decode(struct bn_ctx *c, const struct bn_batch *b, float *logits, struct 
 		struct normq_job nj = { c, c->x, NULL, NULL, L->attn_norm, E, n, false };
 		run_normq(c, &nj);
 		prof_mark(c, BN_PROF_NORMQ, 0);
+		trace_rows(c, l, BN_TRACE_ATTN_NORM, c->h, W, E, n);
 		run_gemm(c, n, 3, &L->wq, c->Q, &L->wk, c->K, &L->wv, c->V);
 		prof_mark(c, BN_PROF_QKV, tmat_bytes(&L->wq) + tmat_bytes(&L->wk) + tmat_bytes(&L->wv));
+		trace_rows(c, l, BN_TRACE_Q, c->Q, E, E, n);
+		trace_rows(c, l, BN_TRACE_K, c->K, kvd, kvd, n);
+		trace_rows(c, l, BN_TRACE_V, c->V, kvd, kvd, n);
 		for (size_t i = 0; i < n; i++) {
 			const float *rc_ = c->rcos + i * hd / 2, *rs_ = c->rsin + i * hd / 2;
 			float *q = c->Q + i * E, *k = c->K + i * kvd, *v = c->V + i * kvd;
@@ -554,12 +596,15 @@ int bn_decode(struct bn_ctx *c, const struct bn_batch *b, float *logits, struct 
 		atomic_store_explicit(&aj.next, 0, memory_order_relaxed);
 		dispatch(c, attn_worker, &aj);
 		prof_mark(c, BN_PROF_ATTN, 0);
+		trace_rows(c, l, BN_TRACE_ATTN, c->att, E, E, n);
 
 		nj = (struct normq_job){ c, c->att, NULL, NULL, L->attn_sub_norm, E, n, false };
 		run_normq(c, &nj);
 		prof_mark(c, BN_PROF_NORMQ, 0);
+		trace_rows(c, l, BN_TRACE_ATTN_SUB_NORM, c->h, W, E, n);
 		run_gemm(c, n, 1, &L->wo, c->tmp, NULL, NULL, NULL, NULL);
 		prof_mark(c, BN_PROF_WO, tmat_bytes(&L->wo));
+		trace_rows(c, l, BN_TRACE_WO, c->tmp, E, E, n);
 		for (size_t e = 0; e < n * E; e++)
 			c->x[e] += c->tmp[e];
 		prof_mark(c, BN_PROF_RESID, 0);
@@ -567,16 +612,22 @@ int bn_decode(struct bn_ctx *c, const struct bn_batch *b, float *logits, struct 
 		nj = (struct normq_job){ c, c->x, NULL, NULL, L->ffn_norm, E, n, false };
 		run_normq(c, &nj);
 		prof_mark(c, BN_PROF_NORMQ, 0);
+		trace_rows(c, l, BN_TRACE_FFN_NORM, c->h, W, E, n);
 		run_gemm(c, n, 2, &L->wgate, c->gate, &L->wup, c->up, NULL, NULL);
 		prof_mark(c, BN_PROF_GATEUP, tmat_bytes(&L->wgate) + tmat_bytes(&L->wup));
+		trace_rows(c, l, BN_TRACE_GATE, c->gate, F, F, n);
+		trace_rows(c, l, BN_TRACE_UP, c->up, F, F, n);
 		nj = (struct normq_job){ c, NULL, c->gate, c->up, L->ffn_sub_norm, F, n, hp->silu };
 		run_normq(c, &nj);
 		prof_mark(c, BN_PROF_NORMQ, 0);
+		trace_rows(c, l, BN_TRACE_FFN_ACT, c->h, W, F, n);
 		run_gemm(c, n, 1, &L->wdown, c->tmp, NULL, NULL, NULL, NULL);
 		prof_mark(c, BN_PROF_DOWN, tmat_bytes(&L->wdown));
+		trace_rows(c, l, BN_TRACE_DOWN, c->tmp, E, E, n);
 		for (size_t e = 0; e < n * E; e++)
 			c->x[e] += c->tmp[e];
 		prof_mark(c, BN_PROF_RESID, 0);
+		trace_rows(c, l, BN_TRACE_LAYER_OUT, c->x, E, E, n);
 	}
 	memcpy(c->seq_len, new_len, c->n_seq * sizeof(uint32_t));
 
@@ -590,6 +641,8 @@ int bn_decode(struct bn_ctx *c, const struct bn_batch *b, float *logits, struct 
 		c->ops->rmsnorm(c->x + i * E, m->output_norm, E, hp->eps, y);
 		for (size_t e = 0; e < E; e++)
 			c->y16[nw * E + e] = bn_f32_to_f16(y[e]);
+		if (c->trace.fn)
+			c->trace.fn(c->trace.user, hp->n_layer, BN_TRACE_OUT_NORM, (uint32_t)i, y, E);
 		nw++;
 	}
 	prof_mark(c, BN_PROF_OUT_NORM, 0);
@@ -598,6 +651,10 @@ int bn_decode(struct bn_ctx *c, const struct bn_batch *b, float *logits, struct 
 		dispatch(c, head_worker, &hj);
 		size_t es = m->head_type == BN_TYPE_F32 ? 4 : 2;
 		prof_mark(c, BN_PROF_HEAD, (double)m->hp.n_vocab * (double)E * (double)es);
+		for (size_t i = 0, r = 0; c->trace.fn && i < n; i++)
+			if (b->want ? b->want[i] : i + 1 == n)
+				c->trace.fn(c->trace.user, hp->n_layer, BN_TRACE_LOGITS, (uint32_t)i,
+				            logits + r++ * hp->n_vocab, hp->n_vocab);
 	}
 	if (c->prof) {
 		c->prof->passes++;

@@ -23,6 +23,8 @@ static const struct {
 	{ "run", cmd_run, "generate text from a prompt" },
 	{ "kernels", cmd_kernels, "list kernel plugins and what this CPU can run" },
 	{ "bench", cmd_bench, "prompt and generation speed" },
+	{ "perplexity", cmd_perplexity, "perplexity of a model on a text file" },
+	{ "trace", cmd_trace, "activation statistics per layer and op; compare two traces" },
 };
 
 static void usage(FILE *f)

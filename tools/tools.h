@@ -16,6 +16,8 @@ int cmd_detokenize(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_kernels(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_perplexity(int argc, char **argv);
+int cmd_trace(int argc, char **argv);
 
 /* Shared helpers (tools/bitnet.c). */
 void tool_log_to_stderr(int verbose);

@@ -26,9 +26,14 @@ Usage:
   ref.py logits MODEL --text "seven eight nine" [--out F.bin]
   ref.py greedy MODEL --text "seven eight nine" [-n 16]
   ref.py compare A.bin B.bin   (golden rules: per-position max rel, median)
+  ref.py trace MODEL --tokens 1,2,3 [--out F.json]
+      per layer, op and position the RMS, min, max and mean of the activations,
+      in the JSON of `bitnet trace --json` (hold the engine against it with
+      `bitnet trace --model MODEL --compare F.json`)
 """
 
 import argparse
+import json
 import math
 import os
 import struct
@@ -52,6 +57,7 @@ class Model:
     def __init__(self, path):
         g = gguf.GGUFFile(path)
         self.g = g
+        self.path = path
         arch = g.kv["general.architecture"]
         if arch not in ("bitnet-b1.58", "bitnet-25", "bitnet"):
             raise ValueError("%s: architecture %s not supported" % (path, arch))
@@ -162,28 +168,45 @@ class Model:
                 out[i, h, :] = f32(p @ v16[:i + 1, kh, :])
         return out
 
-    def forward(self, tokens):
-        """logits [n_tok][n_vocab] float32; row i predicts token i+1."""
+    def forward(self, tokens, trace=None):
+        """logits [n_tok][n_vocab] float32; row i predicts token i+1.
+        trace(layer, op, x[n_tok][len]) sees the activations at the points
+        of bitnet trace (lib/trace.h), the final ops as layer n_layer."""
         tokens = list(tokens)
+        tr = trace if trace is not None else (lambda layer, op, x: None)
         n = len(tokens)
         for t in tokens:
             if not 0 <= t < self.n_vocab:
                 raise ValueError("token id %d out of range" % t)
         x = self.embd[tokens].astype(F32)                           # [n][n_embd]
         cos, sin = self.rope_tables(n)
-        for L in self.layers:
+        for li, L in enumerate(self.layers):
             h = self.rmsnorm(x, L["attn_norm"])
-            q = self.bitlinear(h, L["attn_q"]).reshape(n, self.n_head, self.hd)
-            k = self.bitlinear(h, L["attn_k"]).reshape(n, self.n_kv, self.hd)
-            v = self.bitlinear(h, L["attn_v"]).reshape(n, self.n_kv, self.hd)
+            tr(li, "attn_norm", h)
+            q = self.bitlinear(h, L["attn_q"])
+            k = self.bitlinear(h, L["attn_k"])
+            v = self.bitlinear(h, L["attn_v"])
+            tr(li, "q", q)
+            tr(li, "k", k)
+            tr(li, "v", v)
+            q = q.reshape(n, self.n_head, self.hd)
+            k = k.reshape(n, self.n_kv, self.hd)
+            v = v.reshape(n, self.n_kv, self.hd)
             q = self.rope(q, cos, sin)
             k = self.rope(k, cos, sin)
             a = self.attention(q, k, v).reshape(n, self.n_embd)
+            tr(li, "attn", a)
             a = self.rmsnorm(a, L["attn_sub_norm"])
-            x = (x + self.bitlinear(a, L["attn_output"])).astype(F32)
+            tr(li, "attn_sub_norm", a)
+            o = self.bitlinear(a, L["attn_output"])
+            tr(li, "wo", o)
+            x = (x + o).astype(F32)
             h = self.rmsnorm(x, L["ffn_norm"])
+            tr(li, "ffn_norm", h)
             g = self.bitlinear(h, L["ffn_gate"])
             u = self.bitlinear(h, L["ffn_up"])
+            tr(li, "gate", g)
+            tr(li, "up", u)
             if self.arch == "bitnet":
                 gs = (g / (F32(1) + f32(np.exp(-g.astype(np.float64))))).astype(F32)
                 m = (gs * u).astype(F32)
@@ -191,9 +214,17 @@ class Model:
                 r = np.maximum(g, F32(0))
                 m = ((r * r).astype(F32) * u).astype(F32)
             m = self.rmsnorm(m, L["ffn_sub_norm"])
-            x = (x + self.bitlinear(m, L["ffn_down"])).astype(F32)
-        y = self.rmsnorm(x, self.out_norm).astype(F16).astype(np.float64)
-        return f32(y @ self.embd.astype(np.float64).T)
+            tr(li, "ffn_act", m)
+            d = self.bitlinear(m, L["ffn_down"])
+            tr(li, "down", d)
+            x = (x + d).astype(F32)
+            tr(li, "layer_out", x)
+        y = self.rmsnorm(x, self.out_norm)
+        tr(self.n_layer, "out_norm", y)
+        y = y.astype(F16).astype(np.float64)
+        logits = f32(y @ self.embd.astype(np.float64).T)
+        tr(self.n_layer, "logits", logits)
+        return logits
 
     def greedy(self, tokens, n_new, stop_ids=()):
         """Greedy continuation (argmax, lowest id on ties).  Recomputes the
@@ -215,6 +246,44 @@ class Model:
             if k in self.g.kv:
                 ids.append(self.g.kv[k])
         return ids
+
+
+# ---------------------------------------------------------------- traces
+
+TRACE_OPS = ["attn_norm", "q", "k", "v", "attn", "attn_sub_norm", "wo", "ffn_norm",
+             "gate", "up", "ffn_act", "down", "layer_out"]
+TRACE_FINAL_OPS = ["out_norm", "logits"]
+
+
+def trace(m, tokens):
+    """The trace object of `bitnet trace --json` (tools/cmd_trace.c): per
+    (layer, op) in pass order, per position, RMS/min/max/mean in double."""
+    got = {}
+
+    def sink(layer, op, x):
+        x = np.asarray(x, dtype=np.float64)                      # [n_tok][len]
+        got[(layer, op)] = {
+            "layer": layer, "op": op,
+            "rms": [float(v) for v in np.sqrt(np.mean(x * x, axis=1))],
+            "min": [float(v) for v in np.min(x, axis=1)],
+            "max": [float(v) for v in np.max(x, axis=1)],
+            "mean": [float(v) for v in np.mean(x, axis=1)],
+        }
+
+    m.forward(tokens, trace=sink)
+    keys = [(li, op) for li in range(m.n_layer) for op in TRACE_OPS]
+    keys += [(m.n_layer, op) for op in TRACE_FINAL_OPS]
+    return {"format": "bitnet-trace-1", "model": m.path, "plugin": "ref.py",
+            "rescale_gamma": False, "n_layer": m.n_layer, "tokens": list(tokens),
+            "trace": [got[k] for k in keys]}
+
+
+def write_trace(f, t):
+    """Same layout as bitnet trace --json: one line per (layer, op)."""
+    head = {k: v for k, v in t.items() if k != "trace"}
+    f.write(json.dumps(head, separators=(",", ":"))[:-1] + ',"trace":[\n')
+    f.write(",\n".join(json.dumps(e, separators=(",", ":")) for e in t["trace"]))
+    f.write("\n]}\n")
 
 
 # ---------------------------------------------------------------- logits files
@@ -261,6 +330,11 @@ def main(argv=None):
     p.add_argument("--tokens")
     p.add_argument("--text")
     p.add_argument("-n", type=int, default=16)
+    p = sub.add_parser("trace")
+    p.add_argument("model")
+    p.add_argument("--tokens")
+    p.add_argument("--text")
+    p.add_argument("--out")
     p = sub.add_parser("compare")
     p.add_argument("a")
     p.add_argument("b")
@@ -283,7 +357,14 @@ def main(argv=None):
         toks = m.tok.encode(args.text, add_bos=True)
     else:
         ap.error("--tokens or --text required")
-    if args.cmd == "logits":
+    if args.cmd == "trace":
+        t = trace(m, toks)
+        if args.out:
+            with open(args.out, "w") as f:
+                write_trace(f, t)
+        else:
+            write_trace(sys.stdout, t)
+    elif args.cmd == "logits":
         lg = m.forward(toks)
         if args.out:
             write_logits(args.out, lg)
