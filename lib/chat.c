@@ -166,6 +166,19 @@ static void render_turn(struct sbuf *b, enum bn_chat_format f, enum role r, cons
 	}
 }
 
+/* Bytes of valid UTF-8 s to quote in a message: at most max, not ending inside a
+ * character (a message may become a D-Bus reply, which must be valid UTF-8). */
+static int quote_len(const char *s, size_t max)
+{
+	size_t l = strlen(s);
+	if (l <= max)
+		return (int)l;
+	l = max;
+	while (l > 0 && ((unsigned char)s[l] & 0xC0) == 0x80)
+		l--;
+	return (int)l;
+}
+
 static int check_msg(const char *role, const char *content, size_t idx, const char *what,
 		     enum role *r, struct bn_error *err)
 {
@@ -181,8 +194,8 @@ static int check_msg(const char *role, const char *content, size_t idx, const ch
 		return bn_err_set(err, -EINVAL, "%s %zu: unknown role (not valid UTF-8; "
 				  "system | user | assistant)", what, idx);
 	else
-		return bn_err_set(err, -EINVAL, "%s %zu: unknown role '%.64s' (system | user | "
-				  "assistant)", what, idx, role);
+		return bn_err_set(err, -EINVAL, "%s %zu: unknown role '%.*s' (system | user | "
+				  "assistant)", what, idx, quote_len(role, 64), role);
 	if (!content)
 		return bn_err_set(err, -EINVAL, "%s %zu (%s): no content", what, idx, role);
 	if (!bn_stop_utf8_valid(content, strlen(content)))

@@ -63,8 +63,21 @@ int bn_err_set(struct bn_error *err, int code, const char *fmt, ...)
 	if (err) {
 		va_list ap;
 		va_start(ap, fmt);
-		vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+		int n = vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
 		va_end(ap);
+		if (n >= (int)sizeof(err->msg)) {
+			/* cut: never in the middle of a UTF-8 character (messages quote client text,
+			 * and the bus refuses invalid UTF-8) */
+			size_t end = sizeof(err->msg) - 1, j = end;   /* msg[end] is the NUL */
+			while (j > 0 && ((unsigned char)err->msg[j - 1] & 0xc0) == 0x80)
+				j--;
+			if (j > 0) {
+				unsigned char lead = (unsigned char)err->msg[j - 1];
+				size_t len = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+				if (j - 1 + len > end)
+					err->msg[j - 1] = '\0';
+			}
+		}
 		err->code = code;
 	}
 	return code;

@@ -337,6 +337,22 @@ static int load_proj(struct bn_model *m, int layer, const char *proj, uint32_t k
 	return 0;
 }
 
+/* Tensor data (f32 norms and scales, f16 rows) is read in place: a file whose
+ * general.alignment puts a tensor off a 4-byte boundary would have the engine read
+ * misaligned floats, so it is refused (GGUF's default alignment is 32). */
+static int check_alignment(struct bn_model *m, struct bn_error *err)
+{
+	for (uint64_t i = 0; i < m->g->n_tensors; i++) {
+		const struct bn_gguf_tensor *t = &m->g->tensors[i];
+		if ((uintptr_t)t->data % 4)
+			return bn_err_set(err, -EBADMSG, "%s: tensor '%s' starts at file offset %llu, not "
+			                  "on a 4-byte boundary (general.alignment %u)", m->path, t->name,
+			                  (unsigned long long)((const uint8_t *)t->data - m->g->base),
+			                  m->g->alignment);
+	}
+	return 0;
+}
+
 static int load_weights(struct bn_model *m, struct bn_error *err)
 {
 	const struct bn_hparams *hp = &m->hp;
@@ -427,6 +443,8 @@ int bn_model_load(struct bn_model **out, const char *path, const struct bn_model
 		bn_gguf_get_u32(m->g, "general.file_type", &m->file_type);
 		rc = load_hparams(m, err);
 	}
+	if (!rc)
+		rc = check_alignment(m, err);
 	if (!rc)
 		rc = load_weights(m, err);
 	if (!rc)

@@ -1,12 +1,16 @@
-/* Coverage-guided fuzz target for lib/gguf.c (libFuzzer). Not built by `make check`; the
- * bounded mutation test in tests/check_gguf.c runs there instead.
+/* Coverage-guided fuzz target for lib/gguf.c (libFuzzer). tests/check_gguf.c runs a
+ * bounded mutation test in `make check`; fuzz_model goes on from the reader to the model.
  *
+ *   scripts/fuzz.sh gguf 60             (libFuzzer, see tests/fuzz/README), or by hand:
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Ilib lib/gguf.c lib/error.c \
  *         tests/fuzz/fuzz_gguf.c -o fuzz_gguf
- *   ./fuzz_gguf -max_len=65536 corpus/ /path/to/shared/golden/
+ *   ./fuzz_gguf -max_len=65536 corpus/ tests/fuzz/corpus/gguf tests/fuzz/corpus/model
  *
- * Built with -DBN_FUZZ_STANDALONE and without -fsanitize=fuzzer it replays the files named
- * on the command line, for reproducing a crash with gcc or under valgrind. */
+ * Built with -DBN_FUZZ_STANDALONE and without -fsanitize=fuzzer it replays the files (and
+ * directories) named on the command line, for reproducing a crash with gcc or under
+ * valgrind; `make check` replays the corpora that way (tests/fuzz-replay.sh). */
+#include "fuzz_common.h"
+
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -14,8 +18,6 @@
 #include <string.h>
 
 #include "gguf.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -55,26 +57,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 #ifdef BN_FUZZ_STANDALONE
 int main(int argc, char **argv)
 {
-	for (int i = 1; i < argc; i++) {
-		FILE *f = fopen(argv[i], "rb");
-		if (!f) {
-			fprintf(stderr, "%s: %s\n", argv[i], strerror(errno));
-			return 1;
-		}
-		fseek(f, 0, SEEK_END);
-		long n = ftell(f);
-		fseek(f, 0, SEEK_SET);
-		uint8_t *buf = malloc(n > 0 ? (size_t)n : 1);    /* [n] file bytes */
-		if (!buf || fread(buf, 1, (size_t)n, f) != (size_t)n) {
-			fprintf(stderr, "%s: read failed\n", argv[i]);
-			fclose(f);
-			free(buf);
-			return 1;
-		}
-		fclose(f);
-		LLVMFuzzerTestOneInput(buf, (size_t)n);
-		free(buf);
-	}
-	return 0;
+	return fuzz_replay_main(argc, argv);
 }
 #endif
