@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Reproduction check of the committed demo model (not part of make check:
-it retrains, 15-30 minutes on one core).
+it retrains, 20-40 minutes on one core).
 
 Runs the exact training command recorded in models/demo.cmd into a
 temporary directory, then evaluates the new file with the numpy reference on

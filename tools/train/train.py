@@ -11,12 +11,14 @@ engine; tools/train/ref.py is the exact reference over the exported file.
 
 Steps: build the BPE vocabulary from the corpus (corpus.py, seed), train on
 the endless document stream (packed rows; each document keeps positions from
-0 and attends only to itself), export GGUF (export.py).  The held-out
-accuracy printed during training is the float torch model's; mkdata.py
-measures the exported file with ref.py.
+0 and attends only to itself), export GGUF (export.py).  A raw document is
+BOS + text + EOS; a conversation is tokenized the way the engine tokenizes a
+chat prompt (chat.py) and ends with <|eot_id|>.  The held-out accuracies
+printed during training are the float torch model's; mkdata.py measures the
+exported file with ref.py.
 
 Example (the committed demo model; see README.md):
-  /usr/bin/python3 tools/train/train.py --seed 1 --steps 700 --out models/demo.gguf
+  /usr/bin/python3 tools/train/train.py --seed 1 --steps 2000 --eval-every 500 --out models/demo.gguf
 """
 
 import argparse
@@ -47,6 +49,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bpe      # noqa: E402
+import chat     # noqa: E402
 import corpus   # noqa: E402
 import export   # noqa: E402
 
@@ -191,8 +194,22 @@ class Model(nn.Module):
         return p
 
 
+def doc_ids(tok, task, p, a, t):
+    """a stream item as tokens: BOS + text + EOS, or a conversation (chat.py)"""
+    if task == "chat":
+        return chat.doc_ids(tok, [(x.user, x.answer) for x in p])
+    return tok.encode(p + a + t, add_bos=True) + [tok.eos]
+
+
+def doc_texts(task, p, a, t):
+    """a stream item's text runs, for the BPE"""
+    if task == "chat":
+        return chat.texts([(x.user, x.answer) for x in p])
+    return [p + a + t]
+
+
 def batches(tok, seed, rows, row_len):
-    """Endless batches of documents (BOS + text + EOS) packed into rows of
+    """Endless batches of documents (BOS + text + EOS, conversations) packed into rows of
     row_len + 1 tokens; each document keeps its own positions from 0, like a
     prompt does at inference.  Yields (input, target, pos, doc) [rows][row_len]."""
     s = corpus.stream(seed)
@@ -206,8 +223,7 @@ def batches(tok, seed, rows, row_len):
             d = 0
             while True:
                 if pending is None:
-                    task, p, a, t = next(s)
-                    pending = tok.encode(p + a + t, add_bos=True) + [tok.eos]
+                    pending = doc_ids(tok, *next(s))
                     if len(pending) > row_len + 1:
                         raise ValueError("document longer than a row")
                 if n + len(pending) > row_len + 1:
@@ -229,7 +245,8 @@ def batches(tok, seed, rows, row_len):
 
 @torch.no_grad()
 def greedy_torch(model, tok, prompt, n):
-    ids = tok.encode(prompt, add_bos=True)
+    """greedy text after a raw prompt (str) or prompt ids (list)"""
+    ids = tok.encode(prompt, add_bos=True) if isinstance(prompt, str) else list(prompt)
     out = []
     for _ in range(n):
         logits = model(torch.tensor([ids]))[0, -1]
@@ -259,6 +276,24 @@ def eval_torch(model, tok, docs):
     return ok / len(docs)
 
 
+def eval_chat(model, tok, convs):
+    """share of conversations whose every answer is right, each turn asked with the
+    model's own previous answers as history (as bitnetctl chat does)"""
+    model.eval()
+    ok = 0
+    for turns in convs:
+        hist = []
+        good = True
+        for x in turns:
+            n = len(tok.encode(x.answer, add_bos=False)) + 2
+            got = greedy_torch(model, tok, chat.prompt_ids(tok, hist, x.user), n)
+            good &= got == x.answer
+            hist.append((x.user, got))
+        ok += good
+    model.train()
+    return ok / len(convs)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -271,14 +306,14 @@ def main():
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--kv-heads", type=int, default=2)
     ap.add_argument("--ctx", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=700)
+    ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--rows", type=int, default=8)
     ap.add_argument("--row-len", type=int, default=128)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--bpe-docs", type=int, default=20000)
-    ap.add_argument("--eval-every", type=int, default=250)
+    ap.add_argument("--eval-every", type=int, default=500)
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -287,7 +322,8 @@ def main():
     t0 = time.time()
 
     n_merges = args.vocab - 256 - len(bpe.CONTROL_TOKENS)
-    docs = [p + a + t for _, p, a, t in itertools.islice(corpus.stream(args.seed), args.bpe_docs)]
+    docs = [x for item in itertools.islice(corpus.stream(args.seed), args.bpe_docs)
+            for x in doc_texts(*item)]
     tok = bpe.Tokenizer.build(bpe.train(docs, n_merges))
     cfg = dict(n_vocab=len(tok.tokens), n_embd=args.hidden, n_layer=args.layers,
                n_head=args.heads, n_kv=args.kv_heads, n_ff=args.ff, n_ctx=args.ctx,
@@ -309,6 +345,8 @@ def main():
         return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * f)))
 
     held = corpus.heldout(corpus.HELDOUT_SEED, 25)
+    held1 = corpus.chat_heldout(corpus.HELDOUT_SEED, 1, 40)
+    held2 = corpus.chat_heldout(corpus.HELDOUT_SEED + 1, 2, 40)
     data = batches(tok, args.seed, args.rows, args.row_len)
     ema = None
     for step in range(args.steps):
@@ -326,9 +364,11 @@ def main():
         if step % 50 == 0 or step == args.steps - 1:
             print("step %5d loss %.4f (ema %.4f) lr %.2e %.0fs"
                   % (step, loss.item(), ema, lr_at(step), time.time() - t0), flush=True)
-        if args.eval_every and step and step % args.eval_every == 0:
-            print("  held-out greedy accuracy (torch, float): %.3f"
-                  % eval_torch(model, tok, held[::4]), flush=True)
+        if args.eval_every and step and (step % args.eval_every == 0 or step == args.steps - 1):
+            print("  held-out greedy accuracy (torch, float): raw %.3f, chat %.3f one turn, "
+                  "%.3f two turns"
+                  % (eval_torch(model, tok, held[::4]), eval_chat(model, tok, held1),
+                     eval_chat(model, tok, held2)), flush=True)
 
     size = export.write(args.out, cfg, model.export_params(), tok)
     print("final loss (ema) %.4f; wrote %s (%d bytes) in %.0fs"
