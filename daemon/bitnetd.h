@@ -26,7 +26,7 @@ struct bd_config {
 	char plugin_dir[4096];       /* empty: the built-in default */
 	uint32_t threads;            /* 0: one per physical core */
 	char cpus[256];              /* auto or a list "0-3,8" */
-	bool smt, mlock;
+	bool smt, mlock, prefault;
 	char numa[12];               /* off | interleave | bind: NUMA placement of the weights */
 	/* [server] */
 	uint32_t slots;              /* requests generated at once, one context sequence each */

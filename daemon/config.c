@@ -75,6 +75,9 @@ static const struct key keys[] = {
 	  "CPUs the workers may use, e.g. 0-3,8; auto for all allowed" },
 	{ "engine", "smt", K_BOOL, OFF(smt), 0, 0, 0, NULL, "false",
 	  "also use SMT (hyper-thread) siblings" },
+	{ "engine", "prefault", K_BOOL, OFF(prefault), 0, 0, 0, NULL, "true",
+	  "read every page of the model at load, so that the first request does not wait for page "
+	  "faults (skipped with mlock or numa, which fault the pages in themselves)" },
 	{ "engine", "mlock", K_BOOL, OFF(mlock), 0, 0, 0, NULL, "false",
 	  "lock the model's weights in memory" },
 	{ "engine", "numa", K_ENUM, OFF(numa), SZ(numa), 0, 0, "off interleave bind", "off",

@@ -131,6 +131,13 @@ static int engine_load(const struct bd_config *c, bool *model_changed, struct bn
 		if ((rc = model_open(&m, c, err)))
 			goto fail;
 		*model_changed = true;
+		if (c->prefault && !c->mlock && !strcmp(c->numa, "off")) {
+			bd_notify("STATUS=Reading the weights in");
+			double t0 = bn_now();
+			size_t b = bn_model_prefault(m->model);
+			bn_log(BN_LOG_INFO, "prefault: %.1f MB of %s read in %.2f s", (double)b / 1e6,
+			       bn_model_path(m->model), bn_now() - t0);
+		}
 	}
 	if (first || c->threads != w_cfg.threads || strcmp(c->cpus, w_cfg.cpus) || c->smt != w_cfg.smt) {
 		bd_notify("STATUS=Starting the worker pool");

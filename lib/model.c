@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "bitnet/kernel.h"
 #include "log.h"
@@ -498,6 +499,20 @@ void bn_model_identity(const struct bn_model *m, struct bn_model_identity *id)
 	id->file_type = m->file_type;
 	id->weight_type = bn_model_weight_type(m);
 	memcpy(id->header_sha256, m->header_sha256, sizeof(id->header_sha256));
+}
+
+size_t bn_model_prefault(const struct bn_model *m)
+{
+	const struct bn_gguf *g = m->g;
+	if (!g->mapped)
+		return 0;
+	size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+	madvise((void *)g->base, g->size, MADV_WILLNEED);   /* readahead; a hint only */
+	volatile unsigned char sink = 0;
+	for (size_t o = 0; o < g->size; o += pg)
+		sink ^= g->base[o];
+	(void)sink;
+	return g->size;
 }
 
 const struct bn_correction *bn_model_corrections(const struct bn_model *m, size_t *n)

@@ -9,9 +9,18 @@ command -v python3 >/dev/null || skip "python3 is not installed"
 make_model
 cp "$MODEL" "$T/served.gguf"
 MODEL=$T/served.gguf
-write_config "$T/bitnetd.conf" "max_prompt_bytes = 16777216" "max_tokens_limit = 8000" "max_tokens = 16"
+write_config "$T/bitnetd.conf" "max_prompt_bytes = 16777216" "max_tokens_limit = 8000" "max_tokens = 16" \
+	"[engine]" "calibrate = false"   # calibration would touch the weights itself
 start_bus
 start_daemon "$T/bitnetd.conf"
+
+# 0. prefault (the default): the model's pages are read in at load, before "ready"
+grep -q "prefault: .* MB of $MODEL read in" "$T/daemon.log" || fail "no prefault line: $(cat "$T/daemon.log")"
+# the Rss of the model's own mapping (smaps), against the file's size
+rss_model=$(awk -v f="$MODEL" '$NF == f { on = 1; next } /^[0-9a-f]+-[0-9a-f]+ / { on = 0 } on && $1 == "Rss:" { s += $2 } END { print s + 0 }' "/proc/$DAEMON_PID/smaps")
+size_kb=$(( $(stat -c %s "$MODEL") / 1024 ))
+[ "$rss_model" -ge "$size_kb" ] || fail "the model mapping has $rss_model kB resident after load, the file is $size_kb kB"
+ok "prefault: the model's pages are resident at ready ($rss_model kB of a $size_kb kB file)"
 
 # 1. Tokenize of a 9 MB text: one token a byte here, a 36 MB reply the bus would refuse
 #    (and drop the daemon's connection for). Refused with a named error; the daemon serves on.

@@ -66,6 +66,10 @@ int bn_model_load(struct bn_model **out, const char *path, const struct bn_model
 void bn_model_free(struct bn_model *m);
 const struct bn_hparams *bn_model_hparams(const struct bn_model *m);
 const struct bn_gguf *bn_model_gguf(const struct bn_model *m);
+/* Reads one byte of every page of the mapped file, so that the first request does not pay
+ * the page faults (nor, for a file not in the page cache, the disk reads). Returns the
+ * bytes covered. */
+size_t bn_model_prefault(const struct bn_model *m);
 const char *bn_model_path(const struct bn_model *m);
 /* Bytes of weights copied out of the map at load (0 for an I2_S file). */
 size_t bn_model_bytes_copied(const struct bn_model *m);
