@@ -936,23 +936,7 @@ static int write_kvs(struct bn_ggufw *w, const struct hf_config *c, const struct
 	    (rc = bn_ggufw_kv_u32(w, ARCH ".attention.head_count_kv", c->kv_heads, err)) ||
 	    (rc = bn_ggufw_kv_f32(w, ARCH ".attention.layer_norm_rms_epsilon", c->eps, err)) ||
 	    (rc = bn_ggufw_kv_f32(w, ARCH ".rope.freq_base", c->rope_theta, err)) ||
-	    (rc = bn_ggufw_kv_str(w, "tokenizer.ggml.model", "gpt2", err)) ||
-	    (rc = bn_ggufw_kv_str(w, "tokenizer.ggml.pre", "llama-bpe", err)) ||
-	    (rc = bn_ggufw_kv_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)v->tokens,
-	                              v->n_tokens, err)) ||
-	    (rc = bn_ggufw_kv_arr_i32(w, "tokenizer.ggml.token_type", v->types, v->n_tokens, err)) ||
-	    (rc = bn_ggufw_kv_arr_str(w, "tokenizer.ggml.merges", (const char *const *)v->merges,
-	                              v->n_merges, err)))
-		return rc;
-	static const char *const id_keys[4] = {
-		"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
-		"tokenizer.ggml.eot_token_id", "tokenizer.ggml.padding_token_id",
-	};
-	const int32_t ids[4] = { v->bos, v->eos, v->eot, v->pad };
-	for (int i = 0; i < 4; i++)
-		if (ids[i] >= 0 && (rc = bn_ggufw_kv_u32(w, id_keys[i], (uint32_t)ids[i], err)))
-			return rc;
-	if ((rc = bn_ggufw_kv_bool(w, "tokenizer.ggml.add_bos_token", v->add_bos, err)))
+	    (rc = bn_ggufw_vocab(w, v, err)))
 		return rc;
 	if (tk->chat_template &&
 	    (rc = bn_ggufw_kv_str(w, "tokenizer.chat_template", tk->chat_template, err)))

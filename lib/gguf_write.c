@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "gguf.h"
+#include "vocab.h"
 
 #define GGUF_VERSION 3
 #define DEFAULT_ALIGN 32
@@ -535,4 +536,28 @@ void bn_ggufw_abort(struct bn_ggufw *w)
 		unlink(w->label);
 	}
 	destroy(w);
+}
+
+int bn_ggufw_vocab(struct bn_ggufw *w, const struct bn_vocab *v, struct bn_error *err)
+{
+	int rc;
+	if ((rc = bn_ggufw_kv_str(w, "tokenizer.ggml.model", v->model[0] ? v->model : "gpt2", err)))
+		return rc;
+	if (v->pre[0] && (rc = bn_ggufw_kv_str(w, "tokenizer.ggml.pre", v->pre, err)))
+		return rc;
+	if ((rc = bn_ggufw_kv_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)v->tokens,
+	                              v->n_tokens, err)) ||
+	    (rc = bn_ggufw_kv_arr_i32(w, "tokenizer.ggml.token_type", v->types, v->n_tokens, err)) ||
+	    (rc = bn_ggufw_kv_arr_str(w, "tokenizer.ggml.merges", (const char *const *)v->merges,
+	                              v->n_merges, err)))
+		return rc;
+	static const char *const id_keys[4] = {
+		"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+		"tokenizer.ggml.eot_token_id", "tokenizer.ggml.padding_token_id",
+	};
+	const int32_t ids[4] = { v->bos, v->eos, v->eot, v->pad };
+	for (int i = 0; i < 4; i++)
+		if (ids[i] >= 0 && (rc = bn_ggufw_kv_u32(w, id_keys[i], (uint32_t)ids[i], err)))
+			return rc;
+	return bn_ggufw_kv_bool(w, "tokenizer.ggml.add_bos_token", v->add_bos, err);
 }

@@ -38,6 +38,10 @@ int bn_ggufw_kv_arr_i32(struct bn_ggufw *w, const char *key, const int32_t *v, u
                         struct bn_error *err);
 int bn_ggufw_kv_arr_f32(struct bn_ggufw *w, const char *key, const float *v, uint64_t n,
                         struct bn_error *err);
+/* The tokenizer.ggml.* keys of a vocabulary (model, pre, tokens, token types, merges, the
+ * special ids it has, add_bos), as lib/vocab.c reads them back. */
+struct bn_vocab;
+int bn_ggufw_vocab(struct bn_ggufw *w, const struct bn_vocab *v, struct bn_error *err);
 
 /* Declare a tensor. ne: [n_dims], ne[0] the row length; type an enum bn_ggml_type.
  * Fails (-EINVAL) on a duplicate name, a bad shape for the type, or an unknown type. */

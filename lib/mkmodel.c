@@ -544,25 +544,7 @@ static int write_kvs(struct bn_ggufw *w, const struct bn_mkmodel_opts *o,
 	    (rc = bn_ggufw_kv_f32(w, KEY("rope.freq_base"), o->rope_base, err)))
 		return rc;
 #undef KEY
-	if ((rc = bn_ggufw_kv_str(w, "tokenizer.ggml.model", v->model[0] ? v->model : "gpt2", err)))
-		return rc;
-	if (v->pre[0] && (rc = bn_ggufw_kv_str(w, "tokenizer.ggml.pre", v->pre, err)))
-		return rc;
-	if ((rc = bn_ggufw_kv_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)v->tokens,
-	                              v->n_tokens, err)) ||
-	    (rc = bn_ggufw_kv_arr_i32(w, "tokenizer.ggml.token_type", v->types, v->n_tokens, err)) ||
-	    (rc = bn_ggufw_kv_arr_str(w, "tokenizer.ggml.merges", (const char *const *)v->merges,
-	                              v->n_merges, err)))
-		return rc;
-	static const char *const id_keys[4] = {
-		"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
-		"tokenizer.ggml.eot_token_id", "tokenizer.ggml.padding_token_id",
-	};
-	const int32_t ids[4] = { v->bos, v->eos, v->eot, v->pad };
-	for (int i = 0; i < 4; i++)
-		if (ids[i] >= 0 && (rc = bn_ggufw_kv_u32(w, id_keys[i], (uint32_t)ids[i], err)))
-			return rc;
-	if ((rc = bn_ggufw_kv_bool(w, "tokenizer.ggml.add_bos_token", v->add_bos, err)) ||
+	if ((rc = bn_ggufw_vocab(w, v, err)) ||
 	    (rc = bn_ggufw_kv_bool(w, "tokenizer.ggml.add_eos_token", false, err)))
 		return rc;
 	return 0;
