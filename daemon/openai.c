@@ -259,17 +259,43 @@ static const char *err_type(unsigned status)
 	}
 }
 
-char *bd_openai_error(unsigned status, const char *code, const char *msg)
+/* {"error": {"message", "type", ["param": null,] "code"}} */
+static json_object *error_json(unsigned status, const char *code, const char *msg, bool param)
 {
 	json_object *o = json_object_new_object(), *e = json_object_new_object();
 	json_object_object_add(e, "message", json_object_new_string(msg));
 	json_object_object_add(e, "type", json_object_new_string(err_type(status)));
-	json_object_object_add(e, "param", NULL);
+	if (param)
+		json_object_object_add(e, "param", NULL);
 	json_object_object_add(e, "code", code ? json_object_new_string(code) : NULL);
 	json_object_object_add(o, "error", e);
-	char *body = strdup(json_object_to_json_string_ext(o, JSON_PLAIN));
+	return o;
+}
+
+static json_object *usage_json(uint32_t n_prompt, uint32_t n_gen)
+{
+	json_object *u = json_object_new_object();
+	json_object_object_add(u, "prompt_tokens", json_object_new_int64(n_prompt));
+	json_object_object_add(u, "completion_tokens", json_object_new_int64(n_gen));
+	json_object_object_add(u, "total_tokens", json_object_new_int64(n_prompt + n_gen));
+	return u;
+}
+
+/* o as text (malloc'd), then o released; as one server-sent event when sse */
+static char *text_of(json_object *o, bool sse)
+{
+	const char *js = json_object_to_json_string_ext(o, JSON_PLAIN);
+	size_t l = strlen(js) + (sse ? 9 : 1);
+	char *t = malloc(l);
+	if (t)
+		snprintf(t, l, sse ? "data: %s\n\n" : "%s", js);
 	json_object_put(o);
-	return body;
+	return t;
+}
+
+char *bd_openai_error(unsigned status, const char *code, const char *msg)
+{
+	return text_of(error_json(status, code, msg, true), false);
 }
 
 /* A daemon error (negative errno) as an HTTP status. */
@@ -324,38 +350,16 @@ char *bd_openai_event(struct bd_openai_resp *k, const char *text, const char *fi
 		json_object_array_add(choices, ch);
 	}
 	json_object_object_add(o, "choices", choices);
-	if (usage_only) {
-		json_object *u = json_object_new_object();
-		json_object_object_add(u, "prompt_tokens", json_object_new_int64(n_prompt));
-		json_object_object_add(u, "completion_tokens", json_object_new_int64(n_gen));
-		json_object_object_add(u, "total_tokens", json_object_new_int64(n_prompt + n_gen));
-		json_object_object_add(o, "usage", u);
-	}
-	const char *js = json_object_to_json_string_ext(o, JSON_PLAIN);
-	size_t l = strlen(js);
-	char *ev = malloc(l + 9);
-	if (ev)
-		snprintf(ev, l + 9, "data: %s\n\n", js);
-	json_object_put(o);
-	return ev;
+	if (usage_only)
+		json_object_object_add(o, "usage", usage_json(n_prompt, n_gen));
+	return text_of(o, true);
 }
 
 char *bd_openai_error_event(int rc, const char *msg)
 {
 	const char *code;
 	unsigned st = bd_openai_status(rc, &code);
-	json_object *o = json_object_new_object(), *e = json_object_new_object();
-	json_object_object_add(e, "message", json_object_new_string(msg && *msg ? msg : "error"));
-	json_object_object_add(e, "type", json_object_new_string(err_type(st)));
-	json_object_object_add(e, "code", code ? json_object_new_string(code) : NULL);
-	json_object_object_add(o, "error", e);
-	const char *js = json_object_to_json_string_ext(o, JSON_PLAIN);
-	size_t l = strlen(js);
-	char *ev = malloc(l + 9);
-	if (ev)
-		snprintf(ev, l + 9, "data: %s\n\n", js);
-	json_object_put(o);
-	return ev;
+	return text_of(error_json(st, code, msg && *msg ? msg : "error", false), true);
 }
 
 char *bd_openai_whole(const struct bd_openai_resp *k, const char *text,
@@ -364,7 +368,7 @@ char *bd_openai_whole(const struct bd_openai_resp *k, const char *text,
 	char id[48];
 	snprintf(id, sizeof(id), "%s-%u", k->chat ? "chatcmpl" : "cmpl", k->id);
 	json_object *o = json_object_new_object(), *choices = json_object_new_array(),
-	            *ch = json_object_new_object(), *u = json_object_new_object();
+	            *ch = json_object_new_object();
 	json_object_object_add(o, "id", json_object_new_string(id));
 	json_object_object_add(o, "object", json_object_new_string(k->chat ? "chat.completion"
 	                                                                   : "text_completion"));
@@ -383,11 +387,6 @@ char *bd_openai_whole(const struct bd_openai_resp *k, const char *text,
 	json_object_object_add(ch, "finish_reason", json_object_new_string(bd_openai_finish_reason(reason)));
 	json_object_array_add(choices, ch);
 	json_object_object_add(o, "choices", choices);
-	json_object_object_add(u, "prompt_tokens", json_object_new_int64(n_prompt));
-	json_object_object_add(u, "completion_tokens", json_object_new_int64(n_gen));
-	json_object_object_add(u, "total_tokens", json_object_new_int64(n_prompt + n_gen));
-	json_object_object_add(o, "usage", u);
-	char *body = strdup(json_object_to_json_string_ext(o, JSON_PLAIN));
-	json_object_put(o);
-	return body;
+	json_object_object_add(o, "usage", usage_json(n_prompt, n_gen));
+	return text_of(o, false);
 }
