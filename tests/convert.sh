@@ -44,7 +44,7 @@ expect_fail() {
 expect_fail "missing directory" "$tmp/nothere" "$tmp/nothere/config.json"
 mkdir "$tmp/llama"
 printf '{"architectures": ["LlamaForCausalLM"], "model_type": "llama"}\n' > "$tmp/llama/config.json"
-expect_fail "llama architecture" "$tmp/llama" "LlamaForCausalLM" "only BitNetForCausalLM"
+expect_fail "llama without BitNet quantization" "$tmp/llama" "LlamaForCausalLM" "full-precision"
 mkdir "$tmp/noweights"
 printf '{"architectures": ["BitNetForCausalLM"], "model_type": "bitnet"}\n' > "$tmp/noweights/config.json"
 expect_fail "no weights" "$tmp/noweights" "model.safetensors"
