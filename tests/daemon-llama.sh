@@ -10,7 +10,7 @@ write_config "$T/bitnetd.conf" "[engine]" "plugin = scalar"
 start_bus
 start_daemon "$T/bitnetd.conf"
 prop Model > "$T/model.prop"
-grep -Eq "architecture[^a-z]+llama" "$T/model.prop" ||
+grep -Eq "variant +llama *\)" "$T/model.prop" ||
 	fail "Model property lacks the architecture: $(cat "$T/model.prop")"
 ok "Model property: architecture llama"
 
