@@ -319,6 +319,24 @@ static int load_config(const char *path, struct hf_config *c, struct bn_error *e
 			                "inside every BitLinear) is not supported", path);
 			goto out;
 		}
+		/* modules left as nn.Linear keep full-precision weights, which would be ternarized
+		 * here: only the head and the embedding (never BitLinear anyway) may be named */
+		json_object *keep;
+		if (json_object_object_get_ex(q, "modules_to_not_convert", &keep) &&
+		    json_object_is_type(keep, json_type_array)) {
+			for (size_t i = 0; i < json_object_array_length(keep); i++) {
+				json_object *e = json_object_array_get_idx(keep, i);
+				const char *es = json_object_is_type(e, json_type_string) ?
+				                 json_object_get_string(e) : "(not a string)";
+				if (strcmp(es, "lm_head") && strcmp(es, "embed_tokens") &&
+				    strcmp(es, "model.embed_tokens")) {
+					rc = bn_err_set(err, -ENOTSUP, "file %s: quantization_config."
+					                "modules_to_not_convert names %.64s: full-precision "
+					                "projections are not supported", path, es);
+					goto out;
+				}
+			}
+		}
 	}
 out:
 	json_object_put(root);

@@ -14,7 +14,8 @@
 #    from the other side;
 #  - hostile files: llama GGUFs with a sub-norm, an unknown tensor, RoPE scaling or experts;
 #    llama checkpoints with a non-ternary weight, a sub-norm, without BitNet quantization,
-#    with rope_scaling or another activation: each refused, naming the tensor or key.
+#    with a projection left full precision, rope_scaling or another activation: each
+#    refused, naming the tensor or key.
 set -u
 : "${BITNET:?}" "${top_srcdir:?}" "${top_builddir:?}"
 [ -x "$BITNET" ] || { echo "SKIP: $BITNET not built"; exit 77; }
@@ -174,6 +175,9 @@ d=$(fresh rope); edit "$d" config rope_scaling '{"rope_type": "llama3", "factor"
 expect_fail "llama3 rope_scaling" "$d" "rope_scaling" "llama3"
 d=$(fresh act); edit "$d" config hidden_act '"relu2"'
 expect_fail "llama with relu2" "$d" "hidden_act relu2"
+d=$(fresh keep); edit "$d" config quantization_config \
+	'{"quant_method": "bitnet", "modules_to_not_convert": ["lm_head", "model.layers.1.mlp.down_proj"]}'
+expect_fail "a projection left full precision" "$d" "modules_to_not_convert" "model.layers.1.mlp.down_proj"
 d=$(fresh bias); edit "$d" config attention_bias true
 expect_fail "attention bias" "$d" "biases"
 d=$(fresh kq); edit "$d" drop model.layers.1.self_attn.q_proj.weight_scale
