@@ -1,4 +1,5 @@
-/* HF BitNetForCausalLM checkpoint -> bitnet-b1.58 GGUF (see convert.h).
+/* HF BitNetForCausalLM checkpoint -> bitnet-b1.58 GGUF, and HF LlamaForCausalLM with BitNet
+ * quantization -> llama GGUF (see convert.h).
  *
  * What transformers does with the weights (src/transformers/integrations/bitnet.py at
  * huggingface/transformers 0b4060e7f247, read for this file; models/bitnet/modeling_bitnet.py
@@ -35,7 +36,15 @@
  * model.layers.N.self_attn.{q,k,v,o}_proj.weight, model.layers.N.self_attn.attn_sub_norm.weight,
  * model.layers.N.mlp.{gate,up,down}_proj.weight, model.layers.N.mlp.ffn_sub_norm.weight, and
  * <proj>.weight_scale beside packed weights. The rotary embedding is rotate_half (NEOX), as
- * in the engine, so q/k rows are not permuted. */
+ * in the engine, so q/k rows are not permuted.
+ *
+ * LlamaForCausalLM (models/llama/modeling_llama.py; transformers replaces its nn.Linear
+ * projections by the same BitLinear / AutoBitLinear when quantization_config.quant_method is
+ * "bitnet", as in tiiuae/Falcon3-*-1.58bit and HF1BitLLM/Llama3-8B-1.58-100B-tokens): the
+ * same names without the two sub-norms, SiLU, and rotate_half RoPE. The GGUF is arch llama as
+ * llama.cpp's (and bitnet.cpp's) converter writes it: q/k rows permuted per head so that
+ * llama.cpp's LLAMA_ROPE_TYPE_NORM rope, pairs (2i, 2i+1), computes HF's rotation (src_row);
+ * bitnet.cpp unpacks packed weights first and permutes the [out, in] result, as here. */
 #include "convert.h"
 
 #include <errno.h>
@@ -57,7 +66,6 @@
 #include "tokjson.h"
 #include "vocab.h"
 
-#define ARCH "bitnet-b1.58"
 #define MAX_CONFIG_BYTES (16u << 20)
 #define MAX_TEMPLATE_BYTES (1u << 20)
 #define IO_BUF (1u << 20)
@@ -65,7 +73,30 @@
 
 /* ---- config.json --------------------------------------------------------------------- */
 
+/* The checkpoint classes: what differs between them, and transformers' config defaults
+ * (BitNetConfig; LlamaConfig at huggingface/transformers models/llama). */
+struct hf_arch {
+	const char *hf_class, *model_type;
+	const char *gguf_arch;        /* general.architecture written */
+	const char *act;              /* the only hidden_act the engine runs for it */
+	bool sub_norms;               /* attn_sub_norm / ffn_sub_norm tensors */
+	bool permute_qk;              /* q/k rows into llama.cpp's interleaved-RoPE order */
+	bool need_bitnet_quant;       /* quantization_config.quant_method "bitnet" required */
+	uint32_t hidden, ff, layers, heads, vocab, ctx;
+	float eps, rope_theta;
+};
+
+static const struct hf_arch hf_archs[] = {
+	{ "BitNetForCausalLM", "bitnet", "bitnet-b1.58", "relu2", true, false, false,
+	  2560, 6912, 30, 20, 128256, 2048, 1e-5f, 500000.0f },
+	/* a LlamaForCausalLM without BitNet quantization is a full-precision model: refused
+	 * rather than ternarized */
+	{ "LlamaForCausalLM", "llama", "llama", "silu", false, true, true,
+	  4096, 11008, 32, 32, 32000, 2048, 1e-6f, 10000.0f },
+};
+
 struct hf_config {
+	const struct hf_arch *arch;
 	uint32_t hidden, ff, layers, heads, kv_heads, vocab, ctx;
 	float eps, rope_theta;
 	bool tie;
@@ -155,47 +186,58 @@ static int load_config(const char *path, struct hf_config *c, struct bn_error *e
 		rc = bn_err_set(err, -EBADMSG, "file %s: not a JSON object", path);
 		goto out;
 	}
-	/* the architecture: model_type "bitnet" and/or BitNetForCausalLM */
+	/* the architecture: a known class in architectures and/or its model_type; neither may
+	 * name another */
 	const char *mt = cfg_str(root, "model_type");
-	bool arch_ok = false, have_arch = false;
+	const struct hf_arch *A = NULL;
+	bool have_arch = false, other = false;
 	if (json_object_object_get_ex(root, "architectures", &v) &&
 	    json_object_is_type(v, json_type_array)) {
 		have_arch = json_object_array_length(v) > 0;
 		for (size_t i = 0; i < json_object_array_length(v); i++) {
 			json_object *a = json_object_array_get_idx(v, i);
-			if (json_object_is_type(a, json_type_string) &&
-			    !strcmp(json_object_get_string(a), "BitNetForCausalLM"))
-				arch_ok = true;
+			const char *as = json_object_is_type(a, json_type_string) ?
+			                 json_object_get_string(a) : "";
+			const struct hf_arch *f = NULL;
+			for (size_t k = 0; k < sizeof hf_archs / sizeof hf_archs[0]; k++)
+				if (!strcmp(as, hf_archs[k].hf_class))
+					f = &hf_archs[k];
+			other |= !f || (A && f != A);
+			A = A ? A : f;
 		}
 	}
-	if ((mt && strcmp(mt, "bitnet")) || (have_arch && !arch_ok) || (!mt && !have_arch)) {
+	for (size_t k = 0; mt && !have_arch && k < sizeof hf_archs / sizeof hf_archs[0]; k++)
+		if (!strcmp(mt, hf_archs[k].model_type))
+			A = &hf_archs[k];
+	if (!A || other || (mt && strcmp(mt, A->model_type))) {
 		json_object *a0 = have_arch ? json_object_array_get_idx(v, 0) : NULL;
 		rc = bn_err_set(err, -ENOTSUP, "file %s: architecture %s / model_type %s: only "
-		                "BitNetForCausalLM (model_type \"bitnet\") can be converted", path,
+		                "BitNetForCausalLM (model_type \"bitnet\") or LlamaForCausalLM "
+		                "(model_type \"llama\") with BitNet quantization can be converted", path,
 		                a0 && json_object_is_type(a0, json_type_string) ?
 		                        json_object_get_string(a0) : "(none)",
 		                mt ? mt : "(none)");
 		goto out;
 	}
-	/* defaults: transformers' BitNetConfig */
-	if ((rc = cfg_u32(root, path, "hidden_size", 2560, &c->hidden, err)) ||
-	    (rc = cfg_u32(root, path, "intermediate_size", 6912, &c->ff, err)) ||
-	    (rc = cfg_u32(root, path, "num_hidden_layers", 30, &c->layers, err)) ||
-	    (rc = cfg_u32(root, path, "num_attention_heads", 20, &c->heads, err)) ||
+	c->arch = A;
+	if ((rc = cfg_u32(root, path, "hidden_size", A->hidden, &c->hidden, err)) ||
+	    (rc = cfg_u32(root, path, "intermediate_size", A->ff, &c->ff, err)) ||
+	    (rc = cfg_u32(root, path, "num_hidden_layers", A->layers, &c->layers, err)) ||
+	    (rc = cfg_u32(root, path, "num_attention_heads", A->heads, &c->heads, err)) ||
 	    (rc = cfg_u32(root, path, "num_key_value_heads", c->heads, &c->kv_heads, err)) ||
-	    (rc = cfg_u32(root, path, "vocab_size", 128256, &c->vocab, err)) ||
-	    (rc = cfg_u32(root, path, "max_position_embeddings", 2048, &c->ctx, err)) ||
-	    (rc = cfg_f32(root, path, "rms_norm_eps", 1e-5f, &c->eps, err)) ||
-	    (rc = cfg_f32(root, path, "rope_theta", 500000.0f, &c->rope_theta, err)) ||
+	    (rc = cfg_u32(root, path, "vocab_size", A->vocab, &c->vocab, err)) ||
+	    (rc = cfg_u32(root, path, "max_position_embeddings", A->ctx, &c->ctx, err)) ||
+	    (rc = cfg_f32(root, path, "rms_norm_eps", A->eps, &c->eps, err)) ||
+	    (rc = cfg_f32(root, path, "rope_theta", A->rope_theta, &c->rope_theta, err)) ||
 	    (rc = cfg_bool(root, path, "tie_word_embeddings", false, &c->tie, err)) ||
 	    (rc = cfg_id(root, path, "bos_token_id", &c->bos, err)) ||
 	    (rc = cfg_id(root, path, "eos_token_id", &c->eos, err)) ||
 	    (rc = cfg_id(root, path, "pad_token_id", &c->pad, err)))
 		goto out;
 	const char *act = cfg_str(root, "hidden_act");
-	if (json_object_object_get_ex(root, "hidden_act", &v) && (!act || strcmp(act, "relu2"))) {
-		rc = bn_err_set(err, -ENOTSUP, "file %s: hidden_act %s: the engine runs relu2 (squared "
-		                "ReLU) only", path, act ? act : "(not a string)");
+	if (json_object_object_get_ex(root, "hidden_act", &v) && (!act || strcmp(act, A->act))) {
+		rc = bn_err_set(err, -ENOTSUP, "file %s: hidden_act %s: the engine runs %s only for %s",
+		                path, act ? act : "(not a string)", A->act, A->hf_class);
 		goto out;
 	}
 	bool bias = false, mlp_bias = false;
@@ -206,10 +248,25 @@ static int load_config(const char *path, struct hf_config *c, struct bn_error *e
 		rc = bn_err_set(err, -ENOTSUP, "file %s: biases are not supported", path);
 		goto out;
 	}
-	if (json_object_object_get_ex(root, "rope_scaling", &v) &&
-	    !json_object_is_type(v, json_type_null)) {
-		rc = bn_err_set(err, -ENOTSUP, "file %s: rope_scaling is not supported", path);
-		goto out;
+	/* rope_scaling (transformers 4) or rope_parameters (5, which also moves rope_theta
+	 * there): only the unscaled rope */
+	static const char *const rope_keys[] = { "rope_scaling", "rope_parameters" };
+	for (int i = 0; i < 2; i++) {
+		if (!json_object_object_get_ex(root, rope_keys[i], &v) ||
+		    json_object_is_type(v, json_type_null))
+			continue;
+		const char *rt = cfg_str(v, "rope_type");
+		rt = rt ? rt : cfg_str(v, "type");
+		if (!json_object_is_type(v, json_type_object) || (rt && strcmp(rt, "default")) ||
+		    (!rt && i == 0)) {
+			rc = bn_err_set(err, -ENOTSUP, "file %s: %s (type %s) is not supported: only "
+			                "unscaled RoPE", path, rope_keys[i], rt ? rt : "(none)");
+			goto out;
+		}
+		if (i == 1 &&
+		    (rc = cfg_f32(v, path, "rope_theta", c->rope_theta, &c->rope_theta,
+		                  err)))
+			goto out;
 	}
 	if (c->hidden % c->heads || c->heads % c->kv_heads || (c->hidden / c->heads) % 2) {
 		rc = bn_err_set(err, -EBADMSG, "file %s: %u heads / %u kv heads do not fit width %u",
@@ -232,8 +289,15 @@ static int load_config(const char *path, struct hf_config *c, struct bn_error *e
 	/* quantization_config: BitNetQuantConfig */
 	c->autobitlinear = false;
 	json_object *q;
-	if (json_object_object_get_ex(root, "quantization_config", &q) &&
-	    !json_object_is_type(q, json_type_null)) {
+	bool quant = json_object_object_get_ex(root, "quantization_config", &q) &&
+	             !json_object_is_type(q, json_type_null);
+	if (!quant && A->need_bitnet_quant) {
+		rc = bn_err_set(err, -ENOTSUP, "file %s: %s without quantization_config.quant_method "
+		                "\"bitnet\" is a full-precision model; only BitNet-quantized (ternary) "
+		                "checkpoints are converted", path, A->hf_class);
+		goto out;
+	}
+	if (quant) {
 		const char *qm = cfg_str(q, "quant_method");
 		const char *lc = cfg_str(q, "linear_class");
 		bool rms = false;
@@ -254,6 +318,24 @@ static int load_config(const char *path, struct hf_config *c, struct bn_error *e
 			rc = bn_err_set(err, -ENOTSUP, "file %s: quantization_config.use_rms_norm (a norm "
 			                "inside every BitLinear) is not supported", path);
 			goto out;
+		}
+		/* modules left as nn.Linear keep full-precision weights, which would be ternarized
+		 * here: only the head and the embedding (never BitLinear anyway) may be named */
+		json_object *keep;
+		if (json_object_object_get_ex(q, "modules_to_not_convert", &keep) &&
+		    json_object_is_type(keep, json_type_array)) {
+			for (size_t i = 0; i < json_object_array_length(keep); i++) {
+				json_object *e = json_object_array_get_idx(keep, i);
+				const char *es = json_object_is_type(e, json_type_string) ?
+				                 json_object_get_string(e) : "(not a string)";
+				if (strcmp(es, "lm_head") && strcmp(es, "embed_tokens") &&
+				    strcmp(es, "model.embed_tokens")) {
+					rc = bn_err_set(err, -ENOTSUP, "file %s: quantization_config."
+					                "modules_to_not_convert names %.64s: full-precision "
+					                "projections are not supported", path, es);
+					goto out;
+				}
+			}
 		}
 	}
 out:
@@ -427,6 +509,8 @@ struct item {
 	const struct bn_st_file *file;
 	const struct bn_st_tensor *ws;    /* projections: weight_scale, NULL for master weights */
 	enum form form;
+	uint32_t perm_heads;              /* q/k of arch llama: heads whose rows are permuted, 0:
+	                                   * none */
 };
 
 struct conv {
@@ -595,9 +679,10 @@ static int plan_embd(struct conv *cv, const char *gg, const char *hf, struct bn_
 	return need_float(cv, it->file, it->src, cv->cfg.vocab, cv->cfg.hidden, err);
 }
 
-/* A projection: HF prefix (no ".weight") -> {in, out} in the target type. */
+/* A projection: HF prefix (no ".weight") -> {in, out} in the target type; perm_heads > 0
+ * permutes the rows of that many heads (see src_row). */
 static int plan_proj(struct conv *cv, const char *gg, int layer, const char *hf,
-                     uint32_t in, uint32_t out, struct bn_error *err)
+                     uint32_t in, uint32_t out, uint32_t perm_heads, struct bn_error *err)
 {
 	char wn[192], sn[192], sh[96];
 	snprintf(wn, sizeof wn, "%s.weight", hf);
@@ -611,6 +696,7 @@ static int plan_proj(struct conv *cv, const char *gg, int layer, const char *hf,
 	it->ne[0] = in;
 	it->ne[1] = out;
 	it->type = cv->o->wtype;
+	it->perm_heads = perm_heads;
 	const struct bn_st_tensor *t = it->src;
 	const char *p = it->file->path;
 	if (t->dtype == BN_ST_U8) {
@@ -655,7 +741,9 @@ static bool ignorable(const char *name, bool tied)
 static int build_plan(struct conv *cv, struct bn_error *err)
 {
 	const struct hf_config *c = &cv->cfg;
+	const struct hf_arch *A = c->arch;
 	uint32_t H = c->hidden, FF = c->ff, KV = c->hidden / c->heads * c->kv_heads;
+	uint32_t qh = A->permute_qk ? c->heads : 0, kh = A->permute_qk ? c->kv_heads : 0;
 	cv->items = calloc(3 + (size_t)c->layers * 11, sizeof *cv->items);
 	if (!cv->items)
 		return bn_err_set(err, -ENOMEM, "out of memory");
@@ -664,19 +752,22 @@ static int build_plan(struct conv *cv, struct bn_error *err)
 		char hf[160];
 #define HF(s) (snprintf(hf, sizeof hf, "model.layers.%u.%s", l, s), hf)
 		if ((rc = plan_norm(cv, "attn_norm.weight", (int)l, HF("input_layernorm.weight"), H, err)) ||
-		    (rc = plan_proj(cv, "attn_q.weight", (int)l, HF("self_attn.q_proj"), H, H, err)) ||
-		    (rc = plan_proj(cv, "attn_k.weight", (int)l, HF("self_attn.k_proj"), H, KV, err)) ||
-		    (rc = plan_proj(cv, "attn_v.weight", (int)l, HF("self_attn.v_proj"), H, KV, err)) ||
-		    (rc = plan_proj(cv, "attn_output.weight", (int)l, HF("self_attn.o_proj"), H, H, err)) ||
-		    (rc = plan_norm(cv, "attn_sub_norm.weight", (int)l,
-		                    HF("self_attn.attn_sub_norm.weight"), H, err)) ||
+		    (rc = plan_proj(cv, "attn_q.weight", (int)l, HF("self_attn.q_proj"), H, H, qh, err)) ||
+		    (rc = plan_proj(cv, "attn_k.weight", (int)l, HF("self_attn.k_proj"), H, KV, kh, err)) ||
+		    (rc = plan_proj(cv, "attn_v.weight", (int)l, HF("self_attn.v_proj"), H, KV, 0, err)) ||
+		    (rc = plan_proj(cv, "attn_output.weight", (int)l, HF("self_attn.o_proj"), H, H, 0,
+		                    err)) ||
+		    (A->sub_norms &&
+		     (rc = plan_norm(cv, "attn_sub_norm.weight", (int)l,
+		                     HF("self_attn.attn_sub_norm.weight"), H, err))) ||
 		    (rc = plan_norm(cv, "ffn_norm.weight", (int)l, HF("post_attention_layernorm.weight"),
 		                    H, err)) ||
-		    (rc = plan_proj(cv, "ffn_gate.weight", (int)l, HF("mlp.gate_proj"), H, FF, err)) ||
-		    (rc = plan_proj(cv, "ffn_up.weight", (int)l, HF("mlp.up_proj"), H, FF, err)) ||
-		    (rc = plan_proj(cv, "ffn_down.weight", (int)l, HF("mlp.down_proj"), FF, H, err)) ||
-		    (rc = plan_norm(cv, "ffn_sub_norm.weight", (int)l, HF("mlp.ffn_sub_norm.weight"), FF,
-		                    err)))
+		    (rc = plan_proj(cv, "ffn_gate.weight", (int)l, HF("mlp.gate_proj"), H, FF, 0, err)) ||
+		    (rc = plan_proj(cv, "ffn_up.weight", (int)l, HF("mlp.up_proj"), H, FF, 0, err)) ||
+		    (rc = plan_proj(cv, "ffn_down.weight", (int)l, HF("mlp.down_proj"), FF, H, 0, err)) ||
+		    (A->sub_norms &&
+		     (rc = plan_norm(cv, "ffn_sub_norm.weight", (int)l, HF("mlp.ffn_sub_norm.weight"),
+		                     FF, err))))
 			break;
 #undef HF
 	}
@@ -688,8 +779,8 @@ static int build_plan(struct conv *cv, struct bn_error *err)
 		const struct bn_st_ref *r = &cv->m->index[i];
 		if (!cv->used[i] && !ignorable(r->t->name, c->tie))
 			rc = bn_err_set(err, -ENOTSUP, "file %s: tensor %s is not part of a %u-layer "
-			                "BitNetForCausalLM; refusing to drop it", r->f->path, r->t->name,
-			                c->layers);
+			                "%s; refusing to drop it", r->f->path, r->t->name, c->layers,
+			                A->hf_class);
 	}
 	return rc;
 }
@@ -801,12 +892,25 @@ static int proj_scale(const struct conv *cv, const struct item *it, float *out,
 	return 0;
 }
 
+/* The checkpoint's row for GGUF row o. HF llama rotates q/k halves (pairs (i, i + d/2) of a
+ * d-row head, rotate_half); llama.cpp's converter (LlamaModel.permute) reorders each head's
+ * rows so that its interleaved RoPE rotates the same pairs as (2i, 2i+1): GGUF row 2i + j of
+ * a head is HF row j * d/2 + i. q.k is unchanged, the same permutation being on both. */
+static uint64_t src_row(const struct item *it, uint64_t o)
+{
+	if (!it->perm_heads)
+		return o;
+	uint64_t d = it->ne[1] / it->perm_heads, r = o % d;
+	return o - r + (r % 2) * (d / 2) + r / 2;
+}
+
 /* Output row o of a projection as ternary values. t: [k] */
 static int proj_row(const struct item *it, float scale, uint64_t o, int8_t *t,
                     struct bn_error *err)
 {
 	uint64_t k = it->ne[0];
 	const struct bn_st_tensor *s = it->src;
+	o = src_row(it, o);   /* from here on the checkpoint's row */
 	switch (it->form) {
 	case F_PACKED: {
 		uint64_t P = it->ne[1] / 4, r = o % P;
@@ -871,9 +975,11 @@ static int write_proj(struct conv *cv, const struct item *it, struct bn_error *e
 	bool nonzero = false;
 	struct drop dr = { it->file, it->src->data };
 	for (uint64_t o = 0; o < it->ne[1]; o++) {
-		/* packed rows are read four times over (one bit pair each): drop them at the end */
+		/* packed rows are read four times over (one bit pair each): drop them at the end;
+		 * permuted rows are read in order only from one head to the next */
+		uint64_t first = it->perm_heads ? o - o % (it->ne[1] / it->perm_heads) : o;
 		if (it->form != F_PACKED)
-			drop_upto(&dr, it->src->data + o * k * bn_st_dtype_size(it->src->dtype));
+			drop_upto(&dr, it->src->data + first * k * bn_st_dtype_size(it->src->dtype));
 		if ((rc = proj_row(it, scale, o, cv->tern, err)))
 			return rc;
 		for (uint64_t c = 0; c < k && !nonzero; c++)
@@ -922,22 +1028,26 @@ static int write_kvs(struct bn_ggufw *w, const struct hf_config *c, const struct
                      uint32_t wtype, struct bn_error *err)
 {
 	const struct bn_vocab *v = &tk->v;
+	const char *a = c->arch->gguf_arch;
+	char key[96];
 	int rc;
-	if ((rc = bn_ggufw_kv_str(w, "general.architecture", ARCH, err)) ||
+#define KEY(suffix) (snprintf(key, sizeof key, "%s.%s", a, suffix), key)
+	if ((rc = bn_ggufw_kv_str(w, "general.architecture", a, err)) ||
 	    (rc = bn_ggufw_kv_u32(w, "general.alignment", 32, err)) ||
 	    (rc = bn_ggufw_kv_u32(w, "general.file_type", file_type(wtype), err)) ||
-	    (rc = bn_ggufw_kv_u32(w, ARCH ".vocab_size", c->vocab, err)) ||
-	    (rc = bn_ggufw_kv_u32(w, ARCH ".context_length", c->ctx, err)) ||
-	    (rc = bn_ggufw_kv_u32(w, ARCH ".embedding_length", c->hidden, err)) ||
-	    (rc = bn_ggufw_kv_u32(w, ARCH ".block_count", c->layers, err)) ||
-	    (rc = bn_ggufw_kv_u32(w, ARCH ".feed_forward_length", c->ff, err)) ||
-	    (rc = bn_ggufw_kv_u32(w, ARCH ".rope.dimension_count", c->hidden / c->heads, err)) ||
-	    (rc = bn_ggufw_kv_u32(w, ARCH ".attention.head_count", c->heads, err)) ||
-	    (rc = bn_ggufw_kv_u32(w, ARCH ".attention.head_count_kv", c->kv_heads, err)) ||
-	    (rc = bn_ggufw_kv_f32(w, ARCH ".attention.layer_norm_rms_epsilon", c->eps, err)) ||
-	    (rc = bn_ggufw_kv_f32(w, ARCH ".rope.freq_base", c->rope_theta, err)) ||
+	    (rc = bn_ggufw_kv_u32(w, KEY("vocab_size"), c->vocab, err)) ||
+	    (rc = bn_ggufw_kv_u32(w, KEY("context_length"), c->ctx, err)) ||
+	    (rc = bn_ggufw_kv_u32(w, KEY("embedding_length"), c->hidden, err)) ||
+	    (rc = bn_ggufw_kv_u32(w, KEY("block_count"), c->layers, err)) ||
+	    (rc = bn_ggufw_kv_u32(w, KEY("feed_forward_length"), c->ff, err)) ||
+	    (rc = bn_ggufw_kv_u32(w, KEY("rope.dimension_count"), c->hidden / c->heads, err)) ||
+	    (rc = bn_ggufw_kv_u32(w, KEY("attention.head_count"), c->heads, err)) ||
+	    (rc = bn_ggufw_kv_u32(w, KEY("attention.head_count_kv"), c->kv_heads, err)) ||
+	    (rc = bn_ggufw_kv_f32(w, KEY("attention.layer_norm_rms_epsilon"), c->eps, err)) ||
+	    (rc = bn_ggufw_kv_f32(w, KEY("rope.freq_base"), c->rope_theta, err)) ||
 	    (rc = bn_ggufw_vocab(w, v, err)))
 		return rc;
+#undef KEY
 	if (tk->chat_template &&
 	    (rc = bn_ggufw_kv_str(w, "tokenizer.chat_template", tk->chat_template, err)))
 		return rc;
@@ -1094,6 +1204,8 @@ int bn_convert(const struct bn_convert_opts *opts, struct bn_convert_report *rep
 		                strerror(errno));
 		goto fail;
 	}
+	rep->arch = c->arch->gguf_arch;
+	rep->hf_class = c->arch->hf_class;
 	rep->n_layer = c->layers;
 	rep->n_embd = c->hidden;
 	rep->n_ff = c->ff;

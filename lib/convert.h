@@ -1,4 +1,7 @@
-/* Hugging Face BitNetForCausalLM checkpoint (model_type "bitnet") -> bitnet-b1.58 GGUF.
+/* Hugging Face BitNetForCausalLM checkpoint (model_type "bitnet") -> bitnet-b1.58 GGUF, or a
+ * LlamaForCausalLM one with BitNet quantization (quantization_config.quant_method "bitnet":
+ * ternary projections, no sub-norms; Falcon3-*-1.58bit, Llama3-8B-1.58) -> llama GGUF with
+ * the q/k rows permuted as llama.cpp's converter does it.
  * Internal to libbitnet; `bitnet convert` is its CLI.
  *
  * Input directory: config.json, tokenizer.json (or the path given), optional
@@ -11,8 +14,8 @@
  *     tensor by absmean (microsoft/bitnet-b1.58-2B-4T-bf16);
  *   - float ternary values {-1, 0, +1} with a weight_scale (transformers' offline
  *     "autobitlinear" form after unpacking).
- * Output: the layout the engine loads (lib/model.c): F16 token_embd (the tied head), F32
- * norms, the seven projections per layer in I2_S (default), TQ2_0 or TQ1_0, and only the
+ * Output: the layout the engine loads (lib/model.c): F16 token_embd (the tied head) and, when
+ * untied, an F16 output.weight, F32 norms, the seven projections per layer in I2_S (default), TQ2_0 or TQ1_0, and only the
  * metadata keys the engine reads. Whatever cannot be converted exactly is refused with a
  * message naming the file and tensor; the output file is written under a temporary name
  * and renamed only when complete.
@@ -38,6 +41,8 @@ struct bn_convert_opts {
 };
 
 struct bn_convert_report {
+	const char *hf_class;         /* "BitNetForCausalLM" or "LlamaForCausalLM" */
+	const char *arch;             /* the GGUF's: "bitnet-b1.58" or "llama" */
 	const char *form;             /* "packed", "master weights" or "ternary floats" */
 	const char *linear_class;     /* "bitlinear" or "autobitlinear" when a weight_scale was
 	                               * used, else NULL */

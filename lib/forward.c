@@ -1,6 +1,8 @@
 /* The BitNet b1.58 forward pass (spec section 2) with the rounding points of the golden
- * README rules 1-6. Every per-token step depends only on that token's data, so the logits do
- * not depend on how tokens are batched, which plugin runs, or how many threads split rows. */
+ * README rules 1-6; arch llama is the same pass without the two sub-norms (wo and wdown
+ * quantize their input as it is) and with interleaved RoPE. Every per-token step depends only
+ * on that token's data, so the logits do not depend on how tokens are batched, which plugin
+ * runs, or how many threads split rows. */
 #include <errno.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -72,6 +74,15 @@ void bn_rope_apply(float *v, uint32_t hd, const float *c, const float *s)
 		float x0 = v[i], x1 = v[i + half];
 		v[i] = x0 * c[i] - x1 * s[i];
 		v[i + half] = x0 * s[i] + x1 * c[i];
+	}
+}
+
+void bn_rope_apply_interleaved(float *v, uint32_t hd, const float *c, const float *s)
+{
+	for (uint32_t i = 0; i < hd / 2; i++) {
+		float x0 = v[2 * i], x1 = v[2 * i + 1];
+		v[2 * i] = x0 * c[i] - x1 * s[i];
+		v[2 * i + 1] = x0 * s[i] + x1 * c[i];
 	}
 }
 
@@ -358,7 +369,7 @@ struct normq_job {
 	struct bn_ctx *c;
 	const float *src;             /* [m][len] */
 	const float *g, *u;           /* FFN inputs [m][len] when src is NULL */
-	const float *w;               /* [len] norm weight */
+	const float *w;               /* [len] norm weight; NULL: no norm (a llama sub-norm) */
 	size_t len, m;
 	bool silu;
 };
@@ -382,7 +393,10 @@ static void normq_token(const struct normq_job *j, size_t i)
 			h[e] = a * u[e];
 		}
 	}
-	c->ops->rmsnorm(src, j->w, j->len, c->m->hp.eps, h);
+	if (j->w)
+		c->ops->rmsnorm(src, j->w, j->len, c->m->hp.eps, h);
+	else if (src != h)
+		memcpy(h, src, j->len * sizeof(float));   /* h is what the trace sees */
 	/* q8 rows have the projection's width as stride, as ternary_gemm reads them */
 	c->ops->quantize_i8(h, j->len, c->q8 + i * j->len, &c->qscale[i], &c->qsum[i]);
 }
@@ -564,6 +578,8 @@ int bn_decode(struct bn_ctx *c, const struct bn_batch *b, float *logits, struct 
 	}
 	prof_mark(c, BN_PROF_EMBED, 0);
 	struct attn_job aj = { c, 0, b->pos, b->seq, n, 0 };
+	void (*rope)(float *, uint32_t, const float *, const float *) =
+		hp->rope_interleaved ? bn_rope_apply_interleaved : bn_rope_apply;
 	for (uint32_t l = 0; l < hp->n_layer; l++) {
 		const struct bn_layer *L = &m->layers[l];
 		struct normq_job nj = { c, c->x, NULL, NULL, L->attn_norm, E, n, false };
@@ -579,9 +595,9 @@ int bn_decode(struct bn_ctx *c, const struct bn_batch *b, float *logits, struct 
 			const float *rc_ = c->rcos + i * hd / 2, *rs_ = c->rsin + i * hd / 2;
 			float *q = c->Q + i * E, *k = c->K + i * kvd, *v = c->V + i * kvd;
 			for (uint32_t h = 0; h < hp->n_head; h++)
-				bn_rope_apply(q + h * hd, (uint32_t)hd, rc_, rs_);
+				rope(q + h * hd, (uint32_t)hd, rc_, rs_);
 			for (uint32_t h = 0; h < hp->n_head_kv; h++)
-				bn_rope_apply(k + h * hd, (uint32_t)hd, rc_, rs_);
+				rope(k + h * hd, (uint32_t)hd, rc_, rs_);
 			uint16_t *kc = kv_at(c, c->kcache, l, b->seq[i], b->pos[i]);
 			uint16_t *vc = kv_at(c, c->vcache, l, b->seq[i], b->pos[i]);
 			for (size_t e = 0; e < kvd; e++) {

@@ -105,7 +105,8 @@ static bool is_tq(uint32_t t)
 
 static bool arch_ok(const char *a)
 {
-	return a && (!strcmp(a, "bitnet-b1.58") || !strcmp(a, "bitnet-25") || !strcmp(a, "bitnet"));
+	return a && (!strcmp(a, "bitnet-b1.58") || !strcmp(a, "bitnet-25") || !strcmp(a, "bitnet") ||
+	             !strcmp(a, "llama"));
 }
 
 /* Synthetic vocab: 256 bytes + one token per merge + 4 control tokens at least. */
@@ -116,7 +117,8 @@ static bool arch_ok(const char *a)
 int bn_mkmodel_validate(const struct bn_mkmodel_opts *o, struct bn_error *err)
 {
 	if (!arch_ok(o->arch))
-		return bn_err_set(err, -EINVAL, "option arch: '%s' is not bitnet-b1.58, bitnet-25 or bitnet",
+		return bn_err_set(err, -EINVAL, "option arch: '%s' is not bitnet-b1.58, bitnet-25, bitnet "
+		                  "or llama",
 		                  o->arch ? o->arch : "(null)");
 	if (!type_str(o->wtype))
 		return bn_err_set(err, -EINVAL, "option type: unsupported projection type %u", o->wtype);
@@ -179,10 +181,11 @@ struct plan {
 	bool attn_norm;      /* subject to gamma_rms */
 };
 
-/* plan: [1 + layers * 18 + 1] at most */
+/* plan: [1 + layers * 18 + 2] at most */
 static size_t build_plan(const struct bn_mkmodel_opts *o, struct plan *p)
 {
 	size_t n = 0;
+	bool sub_norms = strcmp(o->arch, "llama") != 0;
 	uint64_t H = o->hidden, FF = o->ff, KV = (uint64_t)o->hidden / o->heads * o->kv_heads;
 	p[n++] = (struct plan){ "token_embd.weight", K_EMBD, 2, { H, o->vocab }, o->embd_type, false };
 	for (uint32_t l = 0; l < o->layers; l++) {
@@ -193,6 +196,8 @@ static size_t build_plan(const struct bn_mkmodel_opts *o, struct plan *p)
 			{ "ffn_down", 6, FF, H }, { "ffn_sub_norm", -1, FF, 0 },
 		};
 		for (size_t i = 0; i < 11; i++) {
+			if (!sub_norms && strstr(seq[i].n, "_sub_norm"))
+				continue;
 			struct plan *t = &p[n++];
 			memset(t, 0, sizeof *t);
 			snprintf(t->name, sizeof t->name, "blk.%u.%s.weight", l, seq[i].n);
@@ -222,12 +227,14 @@ static size_t build_plan(const struct bn_mkmodel_opts *o, struct plan *p)
 		}
 	}
 	p[n++] = (struct plan){ "output_norm.weight", K_NORM, 1, { H, 1 }, BN_TYPE_F32, false };
+	if (o->untied)
+		p[n++] = (struct plan){ "output.weight", K_EMBD, 2, { H, o->vocab }, o->embd_type, false };
 	return n;
 }
 
 static size_t plan_cap(const struct bn_mkmodel_opts *o)
 {
-	return 2 + (size_t)o->layers * 18;
+	return 3 + (size_t)o->layers * 18;
 }
 
 static uint64_t plan_bytes(const struct plan *p, size_t n)

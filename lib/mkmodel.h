@@ -1,5 +1,6 @@
 /* Synthetic BitNet b1.58 model generator: writes a GGUF with the layout of
- * microsoft/bitnet-b1.58-2B-4T (and of shared/golden) at any size, with random ternary
+ * microsoft/bitnet-b1.58-2B-4T (and of shared/golden), or of a llama-arch ternary model, at
+ * any size, with random ternary
  * weights, streaming row by row. Internal to libbitnet; `bitnet mkmodel` is its CLI.
  *
  * Weights (as the golden generator describes them): ternary i.i.d. uniform over {-1,0,+1},
@@ -17,7 +18,9 @@
 #include "error.h"
 
 struct bn_mkmodel_opts {
-	const char *arch;          /* "bitnet-b1.58" (default), "bitnet-25", "bitnet" */
+	const char *arch;          /* "bitnet-b1.58" (default), "bitnet-25", "bitnet", "llama"
+	                            * (no sub-norms; the q/k rows are taken as already in the
+	                            * interleaved-RoPE order: random weights have no other) */
 	const char *name;          /* general.name; NULL: "mkmodel" */
 	uint32_t hidden, ff, layers, heads, kv_heads, vocab, ctx;
 	uint32_t wtype;            /* projections: enum bn_ggml_type I2_S, TQ2_0, TQ1_0, F16, BF16, F32 */
@@ -29,6 +32,8 @@ struct bn_mkmodel_opts {
 	const char *tokenizer_json;   /* NULL: the synthetic byte-level vocab */
 	float rope_base;           /* 500000 */
 	float eps;                 /* 1e-5 */
+	bool untied;               /* an output.weight head (embd_type, its own random rows); else
+	                            * the head is tied to token_embd */
 };
 
 /* Defaults: the tiny preset, arch bitnet-b1.58, I2_S projections, F16 embedding, seed 1. */

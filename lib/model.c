@@ -13,7 +13,7 @@
 #include "quant.h"
 #include "sha256.h"
 
-static const char *const arch_names[] = { "bitnet-b1.58", "bitnet-25", "bitnet" };
+static const char *const arch_names[] = { "bitnet-b1.58", "bitnet-25", "bitnet", "llama" };
 
 static void *model_alloc(struct bn_model *m, size_t bytes)
 {
@@ -64,6 +64,41 @@ static int get_f32(struct bn_model *m, const char *suffix, float *out, bool requ
 	return 0;
 }
 
+/* Keys that llama.cpp honours for arch llama and that would change the arithmetic: a file
+ * using any of them is refused rather than run as if they were absent. */
+static int check_llama_keys(struct bn_model *m, struct bn_error *err)
+{
+	const struct bn_hparams *hp = &m->hp;
+	char key[128];
+	struct bn_gguf_str s;
+	uint32_t u;
+	float f;
+	snprintf(key, sizeof(key), "%s.rope.scaling.type", hp->arch_name);
+	if (bn_gguf_find_kv(m->g, key) &&
+	    (bn_gguf_get_str(m->g, key, &s) || !bn_gguf_str_eq(s, "none")))
+		return bn_err_set(err, -ENOTSUP, "%s: key '%s': RoPE scaling is not supported", m->path,
+		                  key);
+	static const char *const factors[] = { "rope.scaling.factor", "rope.scale_linear" };
+	for (size_t i = 0; i < 2; i++) {
+		snprintf(key, sizeof(key), "%s.%s", hp->arch_name, factors[i]);
+		if (bn_gguf_find_kv(m->g, key) && (bn_gguf_get_f32(m->g, key, &f) || f != 1.0f))
+			return bn_err_set(err, -ENOTSUP, "%s: key '%s': RoPE scaling is not supported",
+			                  m->path, key);
+	}
+	snprintf(key, sizeof(key), "%s.expert_count", hp->arch_name);
+	if (bn_gguf_find_kv(m->g, key) && (bn_gguf_get_u32(m->g, key, &u) || u))
+		return bn_err_set(err, -ENOTSUP, "%s: key '%s': mixture-of-experts models are not "
+		                  "supported", m->path, key);
+	static const char *const lens[] = { "attention.key_length", "attention.value_length" };
+	for (size_t i = 0; i < 2; i++) {
+		snprintf(key, sizeof(key), "%s.%s", hp->arch_name, lens[i]);
+		if (bn_gguf_find_kv(m->g, key) && (bn_gguf_get_u32(m->g, key, &u) || u != hp->head_dim))
+			return bn_err_set(err, -ENOTSUP, "%s: key '%s': only a head size of embedding / "
+			                  "heads = %u is supported", m->path, key, hp->head_dim);
+	}
+	return 0;
+}
+
 static int load_hparams(struct bn_model *m, struct bn_error *err)
 {
 	struct bn_hparams *hp = &m->hp;
@@ -77,11 +112,15 @@ static int load_hparams(struct bn_model *m, struct bn_error *err)
 			break;
 	if (i == sizeof(arch_names) / sizeof(arch_names[0]))
 		return bn_err_set(err, -ENOTSUP,
-		                  "%s: architecture '%.*s' is not supported (bitnet-b1.58, bitnet-25, bitnet)",
-		                  m->path, (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
+		                  "%s: architecture '%.*s' is not supported (bitnet-b1.58, bitnet-25, "
+		                  "bitnet, llama)", m->path, (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
 	hp->arch = (enum bn_arch)i;
 	snprintf(hp->arch_name, sizeof(hp->arch_name), "%s", arch_names[i]);
-	hp->silu = hp->arch == BN_ARCH_BITNET;
+	hp->silu = hp->arch == BN_ARCH_BITNET || hp->arch == BN_ARCH_LLAMA;
+	hp->sub_norms = hp->arch != BN_ARCH_LLAMA;
+	/* llama.cpp's converter permutes the q/k rows of arch llama so that its "normal" RoPE
+	 * (LLAMA_ROPE_TYPE_NORM) rotates pairs (2i, 2i+1); the bitnet archs keep HF's layout */
+	hp->rope_interleaved = hp->arch == BN_ARCH_LLAMA;
 
 	int rc;
 	uint32_t rope_dim = 0;
@@ -123,7 +162,7 @@ static int load_hparams(struct bn_model *m, struct bn_error *err)
 	if (!(hp->eps > 0.0f) || !(hp->eps < 1.0f) || !(hp->rope_base > 1.0f) || !isfinite(hp->rope_base))
 		return bn_err_set(err, -EBADMSG, "%s: epsilon %g or rope base %g out of range", p,
 		                  (double)hp->eps, (double)hp->rope_base);
-	return 0;
+	return hp->arch == BN_ARCH_LLAMA ? check_llama_keys(m, err) : 0;
 }
 
 static const struct bn_gguf_tensor *need_tensor(struct bn_model *m, const char *name,
@@ -354,6 +393,43 @@ static int check_alignment(struct bn_model *m, struct bn_error *err)
 	return 0;
 }
 
+/* A llama file holds exactly the tensors the engine reads. llama.cpp would run some others
+ * (biases, rope_freqs) and ignore the rest (a bitnet sub-norm); either way the file's model
+ * is not the one computed here, so it is refused, naming the tensor. */
+static int check_llama_tensors(struct bn_model *m, struct bn_error *err)
+{
+	static const char *const layer_names[] = {
+		"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
+		"ffn_norm", "ffn_gate", "ffn_up", "ffn_down",
+	};
+	for (uint64_t i = 0; i < m->g->n_tensors; i++) {
+		const char *name = m->g->tensors[i].name;
+		if (!strcmp(name, "token_embd.weight") || !strcmp(name, "output.weight") ||
+		    !strcmp(name, "output_norm.weight"))
+			continue;
+		bool known = false;
+		if (!strncmp(name, "blk.", 4) && name[4] >= '0' && name[4] <= '9') {
+			unsigned long l = strtoul(name + 4, NULL, 10);
+			for (size_t j = 0; !known && l < m->hp.n_layer &&
+			     j < sizeof(layer_names) / sizeof(layer_names[0]); j++) {
+				char want[96];   /* the canonical spelling: no leading zeros */
+				snprintf(want, sizeof(want), "blk.%lu.%s.weight", l, layer_names[j]);
+				known = !strcmp(name, want);
+			}
+		}
+		if (known)
+			continue;
+		if (strstr(name, "_sub_norm."))
+			return bn_err_set(err, -EBADMSG, "%s: tensor '%s': a llama layer has no sub-norm "
+			                  "(is this a bitnet model with the wrong architecture?); refusing "
+			                  "rather than ignoring it", m->path, name);
+		return bn_err_set(err, -ENOTSUP, "%s: tensor '%s' is not part of a %u-layer llama "
+		                  "model with ternary projections; refusing rather than ignoring it",
+		                  m->path, name, m->hp.n_layer);
+	}
+	return 0;
+}
+
 static int load_weights(struct bn_model *m, struct bn_error *err)
 {
 	const struct bn_hparams *hp = &m->hp;
@@ -411,9 +487,13 @@ static int load_weights(struct bn_model *m, struct bn_error *err)
 		if ((rc = load_norm(m, name, len, &L->field, err))) \
 			return rc;
 		NORM(attn_norm, "attn_norm", hp->n_embd)
-		NORM(attn_sub_norm, "attn_sub_norm", hp->n_embd)
+		if (hp->sub_norms) {
+			NORM(attn_sub_norm, "attn_sub_norm", hp->n_embd)
+		}
 		NORM(ffn_norm, "ffn_norm", hp->n_embd)
-		NORM(ffn_sub_norm, "ffn_sub_norm", hp->n_ff)
+		if (hp->sub_norms) {
+			NORM(ffn_sub_norm, "ffn_sub_norm", hp->n_ff)
+		}
 #undef NORM
 		if ((rc = load_proj(m, l, "attn_q", hp->n_embd, hp->n_embd, &L->wq, err)) ||
 		    (rc = load_proj(m, l, "attn_k", hp->n_embd, kvd, &L->wk, err)) ||
@@ -424,7 +504,7 @@ static int load_weights(struct bn_model *m, struct bn_error *err)
 		    (rc = load_proj(m, l, "ffn_down", hp->n_ff, hp->n_embd, &L->wdown, err)))
 			return rc;
 	}
-	return 0;
+	return hp->arch == BN_ARCH_LLAMA ? check_llama_tensors(m, err) : 0;
 }
 
 int bn_model_load(struct bn_model **out, const char *path, const struct bn_model_opts *opts,

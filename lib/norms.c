@@ -133,13 +133,13 @@ int bn_norms_rescale(struct bn_model *m, const struct bn_model_opts *opts, struc
 		if ((rc = rescale_one(m, name, &L->attn_norm, hp->n_embd, err)))
 			return rc;
 		snprintf(name, sizeof(name), "blk.%u.attn_sub_norm.weight", l);
-		if ((rc = rescale_one(m, name, &L->attn_sub_norm, hp->n_embd, err)))
+		if (hp->sub_norms && (rc = rescale_one(m, name, &L->attn_sub_norm, hp->n_embd, err)))
 			return rc;
 		snprintf(name, sizeof(name), "blk.%u.ffn_norm.weight", l);
 		if ((rc = rescale_one(m, name, &L->ffn_norm, hp->n_embd, err)))
 			return rc;
 		snprintf(name, sizeof(name), "blk.%u.ffn_sub_norm.weight", l);
-		if ((rc = rescale_one(m, name, &L->ffn_sub_norm, hp->n_ff, err)))
+		if (hp->sub_norms && (rc = rescale_one(m, name, &L->ffn_sub_norm, hp->n_ff, err)))
 			return rc;
 	}
 	return rescale_one(m, "output_norm.weight", &m->output_norm, hp->n_embd, err);
@@ -321,6 +321,8 @@ int bn_norms_report(const struct bn_model *m, const struct bn_norm_policy *p,
 			{ "ffn_sub_norm", L->ffn_sub_norm, m->hp.n_ff },
 		};
 		for (size_t i = 0; i < 4 && !rc; i++) {
+			if (!v[i].w)
+				continue;   /* no sub-norms in a llama layer */
 			snprintf(name, sizeof(name), "blk.%u.%s.weight", l, v[i].t);
 			rc = report_add(&r, &cnt, &cap, name, v[i].w, v[i].len, p);
 		}

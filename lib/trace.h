@@ -19,12 +19,14 @@ enum bn_trace_op {
 	BN_TRACE_K,               /* k projection [n_head_kv * head_dim], before rope */
 	BN_TRACE_V,               /* v projection [n_head_kv * head_dim] */
 	BN_TRACE_ATTN,            /* attention output, heads concatenated [n_embd] */
-	BN_TRACE_ATTN_SUB_NORM,   /* attention sub-norm output [n_embd] */
+	BN_TRACE_ATTN_SUB_NORM,   /* attention sub-norm output [n_embd] (llama: wo's input, the
+	                           * attention output) */
 	BN_TRACE_WO,              /* output projection [n_embd], before the residual add */
 	BN_TRACE_FFN_NORM,        /* FFN rmsnorm output [n_embd] */
 	BN_TRACE_GATE,            /* gate projection [n_ff] */
 	BN_TRACE_UP,              /* up projection [n_ff] */
-	BN_TRACE_FFN_ACT,         /* activation(gate) * up after the FFN sub-norm [n_ff] */
+	BN_TRACE_FFN_ACT,         /* activation(gate) * up after the FFN sub-norm [n_ff] (llama:
+	                           * without a norm) */
 	BN_TRACE_DOWN,            /* down projection [n_embd], before the residual add */
 	BN_TRACE_LAYER_OUT,       /* residual stream after the layer [n_embd] */
 	BN_TRACE_OUT_NORM,        /* final rmsnorm output [n_embd] (before f16 rounding) */

@@ -149,7 +149,8 @@ START_TEST(validate_options)
 	o = b; o.wtype = BN_TYPE_TQ1_0; o.ff = 640;  expect_invalid(&o, "ff");
 	o = b; o.ff = 200;                           expect_invalid(&o, "ff");
 	o = b; o.hidden = 384; o.heads = 128; o.kv_heads = 128; expect_invalid(&o, "odd");
-	o = b; o.arch = "llama";                     expect_invalid(&o, "arch");
+	o = b; o.arch = "falcon";                    expect_invalid(&o, "arch");
+	o = b; o.arch = "llama"; o.scale_tensors = true; expect_invalid(&o, "scale-tensors");
 	o = b; o.vocab = 100;                        expect_invalid(&o, "vocab");
 	o = b; o.vocab = 0;                          expect_invalid(&o, "vocab");
 	o = b; o.layers = 0;                         expect_invalid(&o, "layers");
@@ -163,6 +164,8 @@ START_TEST(validate_options)
 	o = b; o.wtype = BN_TYPE_F16; o.hidden = 384; o.heads = 6; o.kv_heads = 2;
 	ck_assert_int_eq(bn_mkmodel_validate(&o, &err), 0);
 	o = b; o.arch = "bitnet"; o.scale_tensors = true;
+	ck_assert_int_eq(bn_mkmodel_validate(&o, &err), 0);
+	o = b; o.arch = "llama"; o.untied = true;
 	ck_assert_int_eq(bn_mkmodel_validate(&o, &err), 0);
 }
 END_TEST
@@ -487,6 +490,46 @@ START_TEST(determinism)
 	free(a);
 	free(b);
 	free(c);
+}
+END_TEST
+
+/* arch llama: the bitnet layout without the sub-norms, the same weights for one seed (the
+ * streams are keyed by tensor name), and an untied head of its own */
+START_TEST(llama_layout)
+{
+	struct bn_mkmodel_opts o;
+	char p1[PATH_MAX], p2[PATH_MAX];
+	bn_mkmodel_defaults(&o);
+	o.seed = 8;
+	write_model(&o, tpath(p1, "b158.gguf"));
+	o.arch = "llama";
+	o.untied = true;
+	write_model(&o, tpath(p2, "llama.gguf"));
+	struct bn_gguf *a = open_model(p1), *b = open_model(p2);
+	expect_str(b, "general.architecture", "llama");
+	expect_u32(b, "llama.embedding_length", 256);
+	expect_u32(b, "llama.attention.head_count_kv", 2);
+	ck_assert_uint_eq(b->n_tensors, 1 + 2 * 9 + 2);
+	for (uint64_t i = 0, j = 0; i < a->n_tensors; i++) {
+		const struct bn_gguf_tensor *ta = &a->tensors[i];
+		if (strstr(ta->name, "_sub_norm")) {
+			ck_assert_ptr_null(bn_gguf_find_tensor(b, ta->name));
+			continue;
+		}
+		const struct bn_gguf_tensor *tb = &b->tensors[j++];
+		ck_assert_str_eq(ta->name, tb->name);
+		ck_assert_uint_eq(ta->size, tb->size);
+		ck_assert(!memcmp(ta->data, tb->data, ta->size));
+	}
+	const struct bn_gguf_tensor *out = &b->tensors[b->n_tensors - 1], *te = &b->tensors[0];
+	ck_assert_str_eq(out->name, "output.weight");
+	ck_assert_uint_eq(out->type, BN_TYPE_F16);
+	ck_assert_uint_eq(out->ne[0], 256);
+	ck_assert_uint_eq(out->ne[1], 512);
+	ck_assert_uint_eq(out->size, te->size);
+	ck_assert(memcmp(out->data, te->data, te->size));
+	bn_gguf_close(a);
+	bn_gguf_close(b);
 }
 END_TEST
 
@@ -921,6 +964,7 @@ int main(void)
 	tcase_add_test(tc, formats_same_weights);
 	tcase_add_test(tc, determinism);
 	tcase_add_test(tc, scale_tensors);
+	tcase_add_test(tc, llama_layout);
 	tcase_add_test(tc, gamma_rms);
 	tcase_add_test(tc, tokenizer_json);
 	tcase_add_test(tc, progress);

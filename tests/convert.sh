@@ -6,9 +6,10 @@
 # transformers reads config.json's linear_class)
 # convert back to models whose logits are bit-identical to the source's (scalar kernel, so
 # that no kernel choice enters), whose tensor data is byte-identical, and which tokenize the
-# same. TQ2_0/TQ1_0 output of the tiny model (scales exact in f16) is identical too.
+# same; the numpy reference (tools/train/ref.py) on the tiny model's checkpoints agrees with
+# the engine. TQ2_0/TQ1_0 output of the tiny model (scales exact in f16) is identical too.
 # Then hostile checkpoints: each refused with a message naming the tensor or key, leaving an
-# existing output file untouched and no temporary file behind.
+# existing output file untouched and no temporary file behind. (LlamaForCausalLM: tests/llama-arch.sh.)
 # Without numpy the checks that need an exported checkpoint SKIP; the rest still runs.
 set -u
 : "${BITNET:?}" "${top_srcdir:?}"
@@ -44,7 +45,7 @@ expect_fail() {
 expect_fail "missing directory" "$tmp/nothere" "$tmp/nothere/config.json"
 mkdir "$tmp/llama"
 printf '{"architectures": ["LlamaForCausalLM"], "model_type": "llama"}\n' > "$tmp/llama/config.json"
-expect_fail "llama architecture" "$tmp/llama" "LlamaForCausalLM" "only BitNetForCausalLM"
+expect_fail "llama without BitNet quantization" "$tmp/llama" "LlamaForCausalLM" "full-precision"
 mkdir "$tmp/noweights"
 printf '{"architectures": ["BitNetForCausalLM"], "model_type": "bitnet"}\n' > "$tmp/noweights/config.json"
 expect_fail "no weights" "$tmp/noweights" "model.safetensors"
@@ -112,6 +113,16 @@ for src in tiny demo; do
 		same_tensors "$tmp/$src.gguf" "$d.gguf"
 		ids=$("$BITNET" tokenize --model "$d.gguf" --special "$TEXT")
 		[ "$ids" = "$ids_ref" ] || bad "$src $form: tokens '$ids' != '$ids_ref'"
+		# the numpy reference reading the checkpoint itself, as transformers reads it
+		[ $src = tiny ] || continue
+		if "$PY" "$top_srcdir/tools/train/ref.py" logits "$d" --tokens $TOKS --out "$d.hfref.bin" \
+			> /dev/null 2> "$tmp/err.txt"; then
+			r=$("$top_builddir/tests/cmp-logits" -q "$tmp/$src.ref.bin" "$d.hfref.bin") &&
+				ok "$src $form: engine vs ref.py on the checkpoint: $r" ||
+				bad "$src $form: engine vs ref.py on the checkpoint: $r"
+		else
+			bad "ref.py $d: $(cat "$tmp/err.txt")"
+		fi
 	done
 done
 grep -q '"dtype":"F64"' "$tmp/demo-packed/model.safetensors" &&
@@ -134,49 +145,7 @@ grep -q "scales rounded to f16" "$tmp/out.txt" || bad "demo tq2_0: no note on ro
 logits "$tmp/demo-tq2.gguf" "$tmp/demo-tq2.bin"
 
 # ---- hostile checkpoints (python stdlib edits of the tiny exports) -------------------------
-# edit.py DIR ACTION...: rewrites DIR/model.safetensors or DIR/config.json
-cat > "$tmp/edit.py" <<'EOF'
-import json, struct, sys
-d, action = sys.argv[1], sys.argv[2]
-args = sys.argv[3:]
-def load():
-    b = open(d + "/model.safetensors", "rb").read()
-    n = struct.unpack("<Q", b[:8])[0]
-    h = json.loads(b[8:8 + n])
-    meta = h.pop("__metadata__", None)
-    data = {k: bytearray(b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]])
-            for k, v in h.items()}
-    return h, data
-def save(h, data):
-    hdr, off, blob = {}, 0, b""
-    for k in sorted(h):
-        v = dict(h[k]); v["data_offsets"] = [off, off + len(data[k])]
-        hdr[k] = v; off += len(data[k]); blob += bytes(data[k])
-    j = json.dumps(hdr).encode(); j += b" " * (-len(j) % 8)
-    open(d + "/model.safetensors", "wb").write(struct.pack("<Q", len(j)) + j + blob)
-if action == "config":          # KEY JSON_VALUE
-    c = json.load(open(d + "/config.json")); c[args[0]] = json.loads(args[1])
-    json.dump(c, open(d + "/config.json", "w"))
-    sys.exit(0)
-h, data = load()
-if action == "byte":            # TENSOR INDEX VALUE
-    data[args[0]][int(args[1])] = int(args[2])
-elif action == "drop":          # TENSOR
-    del h[args[0]]
-elif action == "copy":          # SRC DST
-    h[args[1]] = dict(h[args[0]]); data[args[1]] = data[args[0]]
-elif action == "unpack":        # TENSOR: packed U8 [P, in] -> BF16 ternary [4P, in]
-    t = args[0]; p, k = h[t]["shape"]; src = data[t]
-    bits = {0: b"\x80\xbf", 1: b"\x00\x00", 2: b"\x80\x3f"}   # -1, 0, +1
-    out = bytearray()
-    for i in range(4):
-        for r in range(p):
-            out += b"".join(bits[(src[r * k + c] >> (2 * i)) & 3] for c in range(k))
-    h[t] = {"dtype": "BF16", "shape": [4 * p, k]}; data[t] = out
-elif action == "bf16":          # TENSOR INDEX HEX16: one element's bits
-    struct.pack_into("<H", data[args[0]], 2 * int(args[1]), int(args[2], 16))
-save(h, data)
-EOF
+# hf_edit.py DIR ACTION...: rewrites DIR/model.safetensors or DIR/config.json
 for form in packed bf16; do
 	"$PY" "$EXPORT" "$tmp/tiny.gguf" "$tmp/base-$form" --form $form 2> "$tmp/err.txt" ||
 		bad "export: $(cat "$tmp/err.txt")"
@@ -186,7 +155,7 @@ fresh() {   # NAME FORM: a copy of the single-file export of the tiny model
 	cp -r "$tmp/base-$2" "$tmp/h-$1"
 	echo "$tmp/h-$1"
 }
-edit() { "$PY" "$tmp/edit.py" "$@" || bad "edit $*"; }
+edit() { "$PY" "$top_srcdir/tests/hf_edit.py" "$@" || bad "edit $*"; }
 
 Q=model.layers.0.self_attn.q_proj
 d=$(fresh code3 packed); edit "$d" byte $Q.weight 1000 255

@@ -1,4 +1,5 @@
-/* bitnet convert: a Hugging Face BitNetForCausalLM checkpoint to GGUF (lib/convert.c). */
+/* bitnet convert: a Hugging Face BitNetForCausalLM (or BitNet-quantized LlamaForCausalLM)
+ * checkpoint to GGUF (lib/convert.c). */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -20,7 +21,9 @@ static void usage(FILE *f)
 	        "                      [--tokenizer tokenizer.json] [--quiet]\n"
 	        "Converts a BitNetForCausalLM checkpoint (config.json, tokenizer.json, model.safetensors\n"
 	        "or a sharded model.safetensors.index.json; packed U8 + weight_scale or BF16/F16/F32\n"
-	        "master weights) to a bitnet-b1.58 GGUF with an F16 tied embedding and F32 norms.\n");
+	        "master weights) to a bitnet-b1.58 GGUF with an F16 embedding and F32 norms, or a\n"
+	        "LlamaForCausalLM checkpoint with quantization_config.quant_method \"bitnet\" to a\n"
+	        "llama GGUF (q/k rows permuted for llama.cpp's interleaved RoPE).\n");
 }
 
 struct progress {
@@ -109,8 +112,9 @@ int cmd_convert(int argc, char **argv)
 	}
 	if (quiet)
 		return 0;
-	printf("wrote %s: %u layers, hidden %u, ff %u, heads %u/%u, vocab %u, ctx %u, %s projections "
-	       "from %s%s%s%s, %u tensors from %u file%s, %" PRIu64 " bytes\n", o.out, rep.n_layer,
+	printf("wrote %s: %s from %s, %u layers, hidden %u, ff %u, heads %u/%u, vocab %u, ctx %u, "
+	       "%s projections from %s%s%s%s, %u tensors from %u file%s, %" PRIu64 " bytes\n", o.out,
+	       rep.arch, rep.hf_class, rep.n_layer,
 	       rep.n_embd, rep.n_ff, rep.n_head, rep.n_head_kv, rep.n_vocab, rep.n_ctx,
 	       bn_ggml_type_name(o.wtype ? o.wtype : BN_TYPE_I2_S), rep.form ? rep.form : "none",
 	       rep.linear_class ? " (" : "", rep.linear_class ? rep.linear_class : "",

@@ -234,6 +234,9 @@ int cmd_inspect(int argc, char **argv)
 		json_object_object_add(h, "rope_freq_base", json_object_new_double(hp->rope_base));
 		json_object_object_add(h, "rms_eps", json_object_new_double(hp->eps));
 		json_object_object_add(h, "ffn", json_object_new_string(hp->silu ? "silu" : "relu2"));
+		json_object_object_add(h, "rope", json_object_new_string(hp->rope_interleaved ?
+		                                                         "interleaved" : "neox"));
+		json_object_object_add(h, "sub_norms", json_object_new_boolean(hp->sub_norms));
 		json_object_object_add(j, "hparams", h);
 		json_object_object_add(j, "weight_type", json_object_new_string(bn_model_weight_type(m)));
 		tokenizer_summary(g, j, NULL);
@@ -258,7 +261,9 @@ int cmd_inspect(int argc, char **argv)
 		json_object_put(j);
 	} else {
 		printf("file: %s (%zu bytes, GGUF v%u)\n", path, g->size, g->version);
-		printf("architecture: %s (FFN %s)\n", hp->arch_name, hp->silu ? "SiLU" : "squared ReLU");
+		printf("architecture: %s (FFN %s, %s, RoPE %s)\n", hp->arch_name,
+		       hp->silu ? "SiLU" : "squared ReLU", hp->sub_norms ? "sub-norms" : "no sub-norms",
+		       hp->rope_interleaved ? "interleaved" : "NEOX");
 		printf("width %u, ff %u, layers %u, heads %u / kv %u (head dim %u), vocab %u, context %u\n",
 		       hp->n_embd, hp->n_ff, hp->n_layer, hp->n_head, hp->n_head_kv, hp->head_dim,
 		       hp->n_vocab, hp->n_ctx_train);

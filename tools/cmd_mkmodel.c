@@ -23,12 +23,14 @@ static void usage(FILE *f)
 	        "usage: bitnet mkmodel [--preset tiny|small|2b4t] [--hidden H] [--ff F] [--layers L]\n"
 	        "                      [--heads N] [--kv-heads K] [--vocab V] [--ctx C]\n"
 	        "                      [--type i2_s|tq2_0|tq1_0|f16|bf16|f32] [--embd-type f16|bf16|f32]\n"
-	        "                      [--arch bitnet-b1.58|bitnet-25|bitnet] [--seed S] [--gamma-rms R]\n"
-	        "                      [--scale-tensors] [--tokenizer tokenizer.json] [--name NAME]\n"
+	        "                      [--arch bitnet-b1.58|bitnet-25|bitnet|llama] [--untied]\n"
+	        "                      [--seed S] [--gamma-rms R] [--scale-tensors]\n"
+	        "                      [--tokenizer tokenizer.json] [--name NAME]\n"
 	        "                      [--rope-base B] [--eps E] [--quiet] --out FILE\n"
 	        "Writes a synthetic model with random ternary weights. Explicit options override the\n"
 	        "preset's values (default shape: tiny). With --tokenizer and no --vocab, the vocab size\n"
-	        "is the tokenizer's.\n");
+	        "is the tokenizer's. --untied adds an output.weight head (default: tied to the\n"
+	        "embedding).\n");
 }
 
 static int parse_u32(const char *opt, const char *s, uint32_t *out)
@@ -92,7 +94,7 @@ static void show_progress(void *user, uint64_t done, uint64_t total)
 
 enum {
 	O_HIDDEN = 256, O_FF, O_LAYERS, O_HEADS, O_KV_HEADS, O_VOCAB, O_CTX, O_TYPE, O_EMBD_TYPE,
-	O_ARCH, O_SEED, O_GAMMA, O_SCALE, O_TOKENIZER, O_NAME, O_ROPE, O_EPS, O_PRESET,
+	O_ARCH, O_SEED, O_GAMMA, O_SCALE, O_TOKENIZER, O_NAME, O_ROPE, O_EPS, O_PRESET, O_UNTIED,
 };
 
 int cmd_mkmodel(int argc, char **argv)
@@ -112,6 +114,7 @@ int cmd_mkmodel(int argc, char **argv)
 		{ "seed", required_argument, NULL, O_SEED },
 		{ "gamma-rms", required_argument, NULL, O_GAMMA },
 		{ "scale-tensors", no_argument, NULL, O_SCALE },
+		{ "untied", no_argument, NULL, O_UNTIED },
 		{ "tokenizer", required_argument, NULL, O_TOKENIZER },
 		{ "name", required_argument, NULL, O_NAME },
 		{ "rope-base", required_argument, NULL, O_ROPE },
@@ -164,6 +167,7 @@ int cmd_mkmodel(int argc, char **argv)
 		case O_SEED: rc = parse_u64(name, optarg, &set.seed); break;
 		case O_GAMMA: rc = parse_f32(name, optarg, &set.gamma_rms); break;
 		case O_SCALE: set.scale_tensors = true; break;
+		case O_UNTIED: set.untied = true; break;
 		case O_TOKENIZER: set.tokenizer_json = optarg; break;
 		case O_NAME: set.name = optarg; break;
 		case O_ROPE: rc = parse_f32(name, optarg, &set.rope_base); break;
@@ -222,9 +226,9 @@ int cmd_mkmodel(int argc, char **argv)
 		char vocab[32] = "tokenizer's vocab";
 		if (o.vocab)
 			snprintf(vocab, sizeof vocab, "vocab %u", o.vocab);
-		printf("wrote %s: %s, hidden %u, ff %u, %u layers, %u/%u heads, %s, %s, seed %" PRIu64
-		       "\n", out, o.arch, o.hidden, o.ff, o.layers, o.heads, o.kv_heads, vocab,
-		       bn_ggml_type_name(o.wtype), o.seed);
+		printf("wrote %s: %s, hidden %u, ff %u, %u layers, %u/%u heads, %s, %s, %s head, seed %"
+		       PRIu64 "\n", out, o.arch, o.hidden, o.ff, o.layers, o.heads, o.kv_heads, vocab,
+		       bn_ggml_type_name(o.wtype), o.untied ? "untied" : "tied", o.seed);
 	}
 	return 0;
 }

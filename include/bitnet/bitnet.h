@@ -25,6 +25,8 @@ enum bn_arch {
 	BN_ARCH_BITNET_B158 = 0,   /* "bitnet-b1.58": squared ReLU */
 	BN_ARCH_BITNET_25 = 1,     /* "bitnet-25": same graph */
 	BN_ARCH_BITNET = 2,        /* "bitnet": SiLU, optional per-projection .scale tensors */
+	BN_ARCH_LLAMA = 3,         /* "llama" with ternary projections: SiLU, no sub-norms,
+	                            * interleaved RoPE (llama.cpp's converter permutes q/k rows) */
 };
 
 struct bn_hparams {
@@ -34,6 +36,8 @@ struct bn_hparams {
 	uint32_t n_vocab, n_ctx_train;
 	float rope_base, eps;
 	bool silu;                 /* FFN activation: SiLU, else squared ReLU */
+	bool sub_norms;            /* attn_sub_norm before wo, ffn_sub_norm before wdown */
+	bool rope_interleaved;     /* RoPE on pairs (2i, 2i+1), else NEOX pairs (i, i + hd/2) */
 };
 
 struct bn_model_opts {

@@ -74,7 +74,10 @@ static void check_model(const struct bn_model *m, size_t size)
 	FUZZ_CHECK(hp->head_dim * hp->n_head == hp->n_embd && hp->head_dim % 2 == 0);
 	FUZZ_CHECK(hp->eps > 0.0f && hp->eps < 1.0f && hp->rope_base > 1.0f &&
 		   isfinite(hp->rope_base));
-	FUZZ_CHECK((unsigned)hp->arch <= BN_ARCH_BITNET && hp->silu == (hp->arch == BN_ARCH_BITNET));
+	FUZZ_CHECK((unsigned)hp->arch <= BN_ARCH_LLAMA &&
+		   hp->silu == (hp->arch == BN_ARCH_BITNET || hp->arch == BN_ARCH_LLAMA));
+	FUZZ_CHECK(hp->sub_norms == (hp->arch != BN_ARCH_LLAMA) &&
+		   hp->rope_interleaved == (hp->arch == BN_ARCH_LLAMA));
 	struct bn_gguf_str arch;
 	FUZZ_CHECK(bn_gguf_get_str(m->g, "general.architecture", &arch) == 0 &&
 		   bn_gguf_str_eq(arch, hp->arch_name));
@@ -93,9 +96,13 @@ static void check_model(const struct bn_model *m, size_t size)
 	for (uint32_t l = 0; l < hp->n_layer; l++) {
 		const struct bn_layer *L = &m->layers[l];
 		check_norm(m, L->attn_norm, hp->n_embd);
-		check_norm(m, L->attn_sub_norm, hp->n_embd);
 		check_norm(m, L->ffn_norm, hp->n_embd);
-		check_norm(m, L->ffn_sub_norm, hp->n_ff);
+		if (hp->sub_norms) {
+			check_norm(m, L->attn_sub_norm, hp->n_embd);
+			check_norm(m, L->ffn_sub_norm, hp->n_ff);
+		} else {
+			FUZZ_CHECK(!L->attn_sub_norm && !L->ffn_sub_norm);
+		}
 		check_tmat(m, &L->wq, hp->n_embd, hp->n_embd);
 		check_tmat(m, &L->wk, hp->n_embd, kvd);
 		check_tmat(m, &L->wv, hp->n_embd, kvd);

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Export a bitnet-b1.58 GGUF as a Hugging Face BitNetForCausalLM checkpoint (numpy only).
+"""Export a bitnet-b1.58 GGUF as a Hugging Face BitNetForCausalLM checkpoint, or a llama-arch
+ternary GGUF as a LlamaForCausalLM one with BitNet quantization (numpy only).
 
 Writes config.json, tokenizer.json, tokenizer_config.json and model.safetensors (or
 --shards N files plus model.safetensors.index.json) in one of the two forms Microsoft
@@ -43,6 +44,12 @@ the converted model must be bit-identical to the source's. Why that holds:
           as zeros (scale then 1e-5) and the logits are still identical, a zero matrix
           being zero whatever its scale.
 
+Arch llama: the GGUF's q/k rows are in llama.cpp's interleaved-RoPE order (its converter's
+LlamaModel.permute); the checkpoint gets transformers' rotate_half order back (row j*d/2 + i
+of a d-row head is GGUF row 2i + j), no sub-norms, hidden_act silu, an lm_head.weight when
+the GGUF has an output.weight (tie_word_embeddings false), and a quantization_config in both
+forms (bf16: AutoBitLinear online, which ternarizes the master weights at load).
+
 Token embedding (F16) and norms (F32) are written in their GGUF types in both forms
 (transformers keeps whatever dtype a file has); the published checkpoints use BF16 for
 them, which `bitnet convert` also accepts (rounding the embedding to F16).
@@ -63,7 +70,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gguf  # noqa: E402
 
-ARCHES = ("bitnet-b1.58", "bitnet-25")
+ARCHES = ("bitnet-b1.58", "bitnet-25", "llama")
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
                 r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 PROJ = [("attn_q", "self_attn.q_proj"), ("attn_k", "self_attn.k_proj"),
@@ -73,6 +80,7 @@ PROJ = [("attn_q", "self_attn.q_proj"), ("attn_k", "self_attn.k_proj"),
 NORMS = [("attn_norm", "input_layernorm"), ("attn_sub_norm", "self_attn.attn_sub_norm"),
          ("ffn_norm", "post_attention_layernorm"), ("ffn_sub_norm", "mlp.ffn_sub_norm")]
 T_CONTROL, T_USER = 3, 4
+PERMUTED = {"attn_q": "attention.head_count", "attn_k": "attention.head_count_kv"}
 
 
 class ExportError(Exception):
@@ -88,6 +96,14 @@ def pack(tern):
         raise ExportError("%d outputs are not a multiple of 4" % out_)
     codes = (tern.astype(np.int16) + 1).astype(np.uint8).reshape(4, out_ // 4, in_)
     return codes[0] | (codes[1] << 2) | (codes[2] << 4) | (codes[3] << 6)
+
+
+def unpermute(tern, n_head):
+    """GGUF rows of n_head heads in interleaved-RoPE order -> transformers' rotate_half
+    order: the inverse of llama.cpp's LlamaModel.permute"""
+    out_, in_ = tern.shape
+    d = out_ // n_head
+    return tern.reshape(n_head, d // 2, 2, in_).swapaxes(1, 2).reshape(out_, in_)
 
 
 def f32_bits(x):
@@ -287,10 +303,12 @@ def write_tokenizer(out_dir, kv, n_ctx):
         json.dump(tc, f, ensure_ascii=False, indent=2)
 
 
-def write_config(out_dir, kv, arch, form, linear_class):
+def write_config(out_dir, kv, arch, form, linear_class, tied):
     a = lambda k: kv[arch + "." + k]  # noqa: E731
+    llama = arch == "llama"
     cfg = {
-        "architectures": ["BitNetForCausalLM"], "model_type": "bitnet",
+        "architectures": ["LlamaForCausalLM" if llama else "BitNetForCausalLM"],
+        "model_type": "llama" if llama else "bitnet",
         "hidden_size": a("embedding_length"), "intermediate_size": a("feed_forward_length"),
         "num_hidden_layers": a("block_count"), "num_attention_heads": a("attention.head_count"),
         "num_key_value_heads": kv.get(arch + ".attention.head_count_kv",
@@ -301,16 +319,24 @@ def write_config(out_dir, kv, arch, form, linear_class):
         "rms_norm_eps": float(np.float32(kv.get(arch + ".attention.layer_norm_rms_epsilon",
                                                 1e-5))),
         "rope_theta": float(np.float32(kv.get(arch + ".rope.freq_base", 10000.0))),
-        "hidden_act": "relu2", "tie_word_embeddings": True, "attention_bias": False,
+        "hidden_act": "silu" if llama else "relu2", "tie_word_embeddings": tied,
+        "attention_bias": False,
         "attention_dropout": 0.0, "initializer_range": 0.02, "use_cache": True,
         "torch_dtype": "bfloat16",
         "bos_token_id": kv.get("tokenizer.ggml.bos_token_id"),
         "eos_token_id": kv.get("tokenizer.ggml.eos_token_id"),
         "pad_token_id": kv.get("tokenizer.ggml.padding_token_id"),
     }
+    if llama:
+        cfg["mlp_bias"] = False
     if form == "packed":
         cfg["quantization_config"] = {"quant_method": "bitnet", "linear_class": linear_class,
                                       "quantization_mode": "offline", "use_rms_norm": False,
+                                      "modules_to_not_convert": None}
+    elif llama:
+        # a LlamaForCausalLM without it would be a full-precision model
+        cfg["quantization_config"] = {"quant_method": "bitnet", "linear_class": "autobitlinear",
+                                      "quantization_mode": "online", "use_rms_norm": False,
                                       "modules_to_not_convert": None}
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
@@ -323,7 +349,8 @@ def export(src, out_dir, form, shards=1, scale_dtype="auto", linear_class="autob
     arch = g.kv.get("general.architecture")
     if arch not in ARCHES:
         raise ExportError("%s: architecture %r is not %s" % (src, arch, " or ".join(ARCHES)))
-    if "output.weight" in g.tensors:
+    tied = "output.weight" not in g.tensors
+    if not tied and arch != "llama":
         raise ExportError("%s: an untied output.weight is not exported" % src)
     os.makedirs(out_dir, exist_ok=True)
     n_layer = g.kv[arch + ".block_count"]
@@ -342,6 +369,8 @@ def export(src, out_dir, form, shards=1, scale_dtype="auto", linear_class="autob
 
     for i in range(n_layer):
         for gn, hn in NORMS:
+            if arch == "llama" and "sub_norm" in gn:
+                continue
             norm("blk.%d.%s.weight" % (i, gn), "model.layers.%d.%s.weight" % (i, hn))
         for gn, hn in PROJ:
             gname = "blk.%d.%s.weight" % (i, gn)
@@ -349,6 +378,9 @@ def export(src, out_dir, form, shards=1, scale_dtype="auto", linear_class="autob
             if g.tensors[gname]["type"] != gguf.GGML_I2_S:
                 raise ExportError("%s is not I2_S" % gname)
             tern, scale = g.tensor(gname)
+            if arch == "llama" and gn in PERMUTED:
+                tern = unpermute(tern, g.kv.get(arch + "." + PERMUTED[gn],
+                                                g.kv[arch + ".attention.head_count"]))
             out_, in_ = tern.shape
             if form == "packed":
                 tensors.append((hname + ".weight", "U8", (out_ // 4, in_), pack(tern).tobytes()))
@@ -358,8 +390,14 @@ def export(src, out_dir, form, shards=1, scale_dtype="auto", linear_class="autob
                 bits = master_weights(tern, scale, gname)
                 tensors.append((hname + ".weight", "BF16", (out_, in_), bits.tobytes()))
     norm("output_norm.weight", "model.norm.weight")
+    if not tied:
+        t = g.tensors["output.weight"]
+        if t["type"] != gguf.GGML_F16:
+            raise ExportError("output.weight is not F16")
+        tensors.append(("lm_head.weight", "F16", (t["shape"][1], t["shape"][0]),
+                        g.raw("output.weight")))
     write_weights(out_dir, tensors, shards)
-    write_config(out_dir, g.kv, arch, form, linear_class)
+    write_config(out_dir, g.kv, arch, form, linear_class, tied)
     write_tokenizer(out_dir, g.kv, g.kv[arch + ".context_length"])
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent numpy reference forward pass of a bitnet-b1.58 GGUF model.
+"""Independent numpy reference forward pass of a bitnet-b1.58 (or llama-arch ternary) model.
 
 It shares no code with the C engine and implements the inference arithmetic
 of shared/golden/README.md rules 1-6 (and shared/spec/bitnet-format.md)
@@ -10,19 +10,27 @@ directly, so its logits can be held against the engine's:
      y=(f32)acc/s*w_scale.
   2. RMSNorm: sum of (f32)(x*x) in double, mean=(f32)(sum/n),
      y = x*(1/sqrtf(mean+eps))*w.
-  3. NEOX RoPE, theta_i = pos*ts^i by repeated f32 multiplication,
-     ts=powf(base,-2/hd); cos/sin computed in double, rounded to f32.
+  3. NEOX RoPE (pairs (i, i+hd/2)), theta_i = pos*ts^i by repeated f32
+     multiplication, ts=powf(base,-2/hd); cos/sin computed in double, rounded
+     to f32. Arch llama: the same angles on pairs (2i, 2i+1), llama.cpp's
+     "normal" RoPE for the q/k rows its converter permutes.
   4. K, V and q rounded to f16; q.k in double -> f32, times 1/sqrtf(hd);
      e=expf(s-max), double sum, p=(f32)(e*(f32)(1/sum)) rounded to f16;
      out = sum p*v in double -> f32.  GQA: head h uses kv head h/(nh/nkv).
-  5. relu(g)^2*u (bitnet-b1.58) or silu(g)*u (bitnet); sub-norms.
-  6. y = rmsnorm(x)*output_norm rounded to f16, logits = token_embd . y.
+  5. relu(g)^2*u (bitnet-b1.58) or silu(g)*u (bitnet, llama); sub-norms
+     (none in arch llama: wo and wdown quantize their input as it is).
+  6. y = rmsnorm(x)*output_norm rounded to f16, logits = token_embd . y
+     (or output.weight . y when the file has an untied head; an F32 head
+     takes y unrounded).
 
 Every position's arithmetic depends only on earlier tokens, so feeding the
 whole prompt at once gives exactly the one-token-at-a-time result.
 
 Usage:
   ref.py logits MODEL --tokens 1,2,3 [--out F.bin]
+      MODEL is a GGUF file, or a Hugging Face checkpoint directory
+      (LlamaForCausalLM or BitNetForCausalLM with BitNet quantization, see
+      HFModel; --tokens only)
   ref.py logits MODEL --text "seven eight nine" [--out F.bin]
   ref.py greedy MODEL --text "seven eight nine" [-n 16]
   ref.py compare A.bin B.bin   (golden rules: per-position max rel, median)
@@ -59,7 +67,7 @@ class Model:
         self.g = g
         self.path = path
         arch = g.kv["general.architecture"]
-        if arch not in ("bitnet-b1.58", "bitnet-25", "bitnet"):
+        if arch not in ("bitnet-b1.58", "bitnet-25", "bitnet", "llama"):
             raise ValueError("%s: architecture %s not supported" % (path, arch))
         self.arch = arch
         kv = lambda k: g.kv["%s.%s" % (arch, k)]  # noqa: E731
@@ -73,12 +81,20 @@ class Model:
         self.hd = self.n_embd // self.n_head
         self.embd = g.tensor("token_embd.weight")          # [n_vocab][n_embd] f32 (from f16)
         self.n_vocab = self.embd.shape[0]
+        # the LM head: [n_vocab][n_embd] and whether y is rounded to f16 for it
+        head = "output.weight" if "output.weight" in g.tensors else "token_embd.weight"
+        self.head = g.tensor(head)
+        self.head_f16 = g.tensors[head]["type"] == gguf.GGML_F16
+        self.sub_norms = arch != "llama"
+        self.interleaved = arch == "llama"
+        self.silu = arch in ("bitnet", "llama")
         self.out_norm = g.tensor("output_norm.weight")     # [n_embd] f32
         self.layers = []
         for i in range(self.n_layer):
             L = {}
             for n in ("attn_norm", "attn_sub_norm", "ffn_norm", "ffn_sub_norm"):
-                L[n] = g.tensor("blk.%d.%s.weight" % (i, n))
+                if self.sub_norms or "sub_norm" not in n:
+                    L[n] = g.tensor("blk.%d.%s.weight" % (i, n))
             for n in ("attn_q", "attn_k", "attn_v", "attn_output",
                       "ffn_gate", "ffn_up", "ffn_down"):
                 name = "blk.%d.%s.weight" % (i, n)
@@ -135,14 +151,23 @@ class Model:
         return cos, sin
 
     def rope(self, x, cos, sin):
-        # x: [n][heads][hd]
+        # x: [n][heads][hd]; rotated pairs (a[i], b[i])
         h2 = self.hd // 2
-        a = x[:, :, :h2]
-        b = x[:, :, h2:]
+        if self.interleaved:
+            a = x[:, :, 0::2]
+            b = x[:, :, 1::2]
+        else:
+            a = x[:, :, :h2]
+            b = x[:, :, h2:]
         c = cos[:, None, :]
         s = sin[:, None, :]
         ra = ((a * c).astype(F32) - (b * s).astype(F32)).astype(F32)
         rb = ((a * s).astype(F32) + (b * c).astype(F32)).astype(F32)
+        if self.interleaved:
+            out = np.empty_like(x)
+            out[:, :, 0::2] = ra
+            out[:, :, 1::2] = rb
+            return out
         return np.concatenate([ra, rb], axis=2)
 
     # -- rule 4
@@ -196,7 +221,8 @@ class Model:
             k = self.rope(k, cos, sin)
             a = self.attention(q, k, v).reshape(n, self.n_embd)
             tr(li, "attn", a)
-            a = self.rmsnorm(a, L["attn_sub_norm"])
+            if self.sub_norms:
+                a = self.rmsnorm(a, L["attn_sub_norm"])
             tr(li, "attn_sub_norm", a)
             o = self.bitlinear(a, L["attn_output"])
             tr(li, "wo", o)
@@ -207,13 +233,14 @@ class Model:
             u = self.bitlinear(h, L["ffn_up"])
             tr(li, "gate", g)
             tr(li, "up", u)
-            if self.arch == "bitnet":
+            if self.silu:
                 gs = (g / (F32(1) + f32(np.exp(-g.astype(np.float64))))).astype(F32)
                 m = (gs * u).astype(F32)
             else:
                 r = np.maximum(g, F32(0))
                 m = ((r * r).astype(F32) * u).astype(F32)
-            m = self.rmsnorm(m, L["ffn_sub_norm"])
+            if self.sub_norms:
+                m = self.rmsnorm(m, L["ffn_sub_norm"])
             tr(li, "ffn_act", m)
             d = self.bitlinear(m, L["ffn_down"])
             tr(li, "down", d)
@@ -221,8 +248,8 @@ class Model:
             tr(li, "layer_out", x)
         y = self.rmsnorm(x, self.out_norm)
         tr(self.n_layer, "out_norm", y)
-        y = y.astype(F16).astype(np.float64)
-        logits = f32(y @ self.embd.astype(np.float64).T)
+        y = y.astype(F16 if self.head_f16 else F32).astype(np.float64)
+        logits = f32(y @ self.head.astype(np.float64).T)
         tr(self.n_layer, "logits", logits)
         return logits
 
@@ -246,6 +273,117 @@ class Model:
             if k in self.g.kv:
                 ids.append(self.g.kv[k])
         return ids
+
+
+# ---------------------------------------------------------------- HF checkpoints
+
+ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "U8": "u1", "BF16": "<u2"}
+
+
+def _st_tensors(d):
+    """{name: numpy array} of a safetensors checkpoint directory (one file or an index)"""
+    idx = os.path.join(d, "model.safetensors.index.json")
+    if os.path.exists(idx):
+        with open(idx) as f:
+            files = sorted(set(json.load(f)["weight_map"].values()))
+    else:
+        files = ["model.safetensors"]
+    out = {}
+    for fn in files:
+        with open(os.path.join(d, fn), "rb") as f:
+            b = f.read()
+        n = struct.unpack("<Q", b[:8])[0]
+        hdr = json.loads(b[8:8 + n])
+        for name, t in hdr.items():
+            if name == "__metadata__":
+                continue
+            lo, hi = t["data_offsets"]
+            a = np.frombuffer(b[8 + n + lo:8 + n + hi], dtype=ST_DTYPES[t["dtype"]])
+            if t["dtype"] == "BF16":
+                a = (a.astype(np.uint32) << 16).view(np.float32)
+            out[name] = (t["dtype"], a.reshape(t["shape"]))
+    return out
+
+
+class HFModel(Model):
+    """A Hugging Face checkpoint read the way transformers reads it: LlamaForCausalLM
+    (models/llama) or BitNetForCausalLM (models/bitnet) whose projections are BitLinear /
+    AutoBitLinear (integrations/bitnet.py, quantization_config.quant_method "bitnet"), run
+    with rotate_half RoPE on the checkpoint's own q/k row order. It shares nothing with the
+    GGUF path (no permutation, no I2_S), so it checks the converter's and the GGUF's
+    conventions from the other side. Projections:
+      U8 [out/4, in] packed (rows i*out/4 .. (i+1)*out/4 - 1 in bits 2i..2i+1, code - 1)
+        or float ternary values, with weight_scale: multiplied (linear_class autobitlinear)
+        or divided (bitlinear, the default): scale = weight_scale or 1 / weight_scale;
+      float master weights without weight_scale: WeightQuant, s = 1 / max(mean|W|, 1e-5),
+        codes = clip(round(W * s), -1, 1), scale = 1 / s."""
+
+    def __init__(self, path):
+        with open(os.path.join(path, "config.json")) as f:
+            c = json.load(f)
+        self.path = path
+        llama = "LlamaForCausalLM" in c.get("architectures", []) or c.get("model_type") == "llama"
+        self.arch = "hf-llama" if llama else "hf-bitnet"
+        q = c.get("quantization_config") or {}
+        auto = q.get("linear_class") == "autobitlinear"
+        self.n_embd = c["hidden_size"]
+        self.n_layer = c["num_hidden_layers"]
+        self.n_head = c["num_attention_heads"]
+        self.n_kv = c.get("num_key_value_heads") or self.n_head
+        self.n_ff = c["intermediate_size"]
+        self.eps = F32(c.get("rms_norm_eps", 1e-6 if llama else 1e-5))
+        self.base = float(F32(c.get("rope_theta", 10000.0 if llama else 500000.0)))
+        self.hd = self.n_embd // self.n_head
+        self.sub_norms = not llama
+        self.interleaved = False
+        self.silu = c.get("hidden_act", "silu" if llama else "relu2") == "silu"
+        t = _st_tensors(path)
+        f = lambda n: t[n][1].astype(F32)  # noqa: E731
+        self.embd = f("model.embed_tokens.weight")
+        self.n_vocab = self.embd.shape[0]
+        head = "model.embed_tokens.weight" if c.get("tie_word_embeddings") else "lm_head.weight"
+        self.head = f(head)
+        self.head_f16 = t[head][0] == "F16"
+        self.out_norm = f("model.norm.weight")
+        names = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+                 "attn_sub_norm": "self_attn.attn_sub_norm", "ffn_sub_norm": "mlp.ffn_sub_norm",
+                 "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
+                 "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
+                 "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+                 "ffn_down": "mlp.down_proj"}
+        self.layers = []
+        for i in range(self.n_layer):
+            L = {}
+            for k, hn in names.items():
+                pre = "model.layers.%d.%s" % (i, hn)
+                if "norm" in k:
+                    if self.sub_norms or "sub_norm" not in k:
+                        L[k] = f(pre + ".weight")
+                    continue
+                dt, w = t[pre + ".weight"]
+                if pre + ".weight_scale" in t:
+                    ws = np.float64(t[pre + ".weight_scale"][1].reshape(-1)[0])
+                    scale = F32(ws) if auto else F32(1.0 / ws)
+                    if dt == "U8":
+                        tern = np.concatenate([((w >> (2 * j)) & 3).astype(np.int8) - 1
+                                               for j in range(4)])
+                    else:
+                        tern = w.astype(np.float64)
+                    if not np.isin(tern, (-1, 0, 1)).all():
+                        raise ValueError("%s: %s.weight is not ternary" % (path, pre))
+                else:
+                    w = w.astype(F32)
+                    s = F32(1.0) / max(F32(np.mean(np.abs(w).astype(np.float64))), F32(1e-5))
+                    tern = np.clip(np.rint((w * s).astype(F32)), -1, 1)
+                    scale = F32(F32(1.0) / s)
+                L[k] = (tern.astype(np.float64), scale, None)
+            self.layers.append(L)
+        self.tok = None
+        eos = c.get("eos_token_id")
+        self.eos = [eos] if isinstance(eos, int) else list(eos or [])
+
+    def stop_ids(self):
+        return self.eos
 
 
 # ---------------------------------------------------------------- traces
@@ -350,7 +488,7 @@ def main(argv=None):
               % ("PASS" if ok else "FAIL", n, top, n, mx, med))
         return 0 if ok else 1
 
-    m = Model(args.model)
+    m = HFModel(args.model) if os.path.isdir(args.model) else Model(args.model)
     if args.tokens:
         toks = [int(t) for t in args.tokens.split(",")]
     elif args.text is not None:
