@@ -1,5 +1,5 @@
 /* bitnetd's shared state and the subsystems' interfaces (being split into focused
- * headers: conf.h). */
+ * headers: conf.h, notify.h). */
 #ifndef BD_BITNETD_H
 #define BD_BITNETD_H
 
@@ -9,14 +9,6 @@
 #include <stdio.h>
 
 #include "conf.h"
-
-/* ---- notify.c: sd_notify protocol and the journald log sink ----------------------- */
-/* Sends one datagram of newline-separated assignments to $NOTIFY_SOCKET (no-op without it). */
-void bd_notify(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* Log lines go to stderr as "<N>message" so journald keeps their priority. */
-void bd_log_install(void);
-/* While buf is set, error and warning lines are also appended to it ("; " separated). */
-void bd_log_capture(char *buf, size_t len);
 
 /* ---- worker.c: the engine and the generation thread ------------------------------- */
 #include <pthread.h>

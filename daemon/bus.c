@@ -21,6 +21,7 @@
 #include "error.h"
 #include "http.h"
 #include "log.h"
+#include "notify.h"
 
 #define MAX_WATCHES 16
 #define MAX_TIMEOUTS 16

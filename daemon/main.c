@@ -20,6 +20,7 @@
 #include "cpu.h"
 #include "http.h"
 #include "log.h"
+#include "notify.h"
 
 #ifndef PACKAGE_VERSION
 #define PACKAGE_VERSION "0"

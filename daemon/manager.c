@@ -15,6 +15,7 @@
 #include "error.h"
 #include "kernels.h"
 #include "log.h"
+#include "notify.h"
 #include "model.h"
 #include "pool.h"
 

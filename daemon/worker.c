@@ -20,6 +20,7 @@
 #include "gguf.h"
 #include "kernels.h"
 #include "log.h"
+#include "notify.h"
 #include "norms.h"
 #include "model.h"
 #include "pool.h"
