@@ -1,55 +1,17 @@
 /* bitnetd's shared state and the subsystems' interfaces (being split into focused
- * headers: conf.h, notify.h). */
+ * headers: conf.h, notify.h, worker.h, guard.h). */
 #ifndef BD_BITNETD_H
 #define BD_BITNETD_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
 #include "conf.h"
-
-/* ---- worker.c: the engine and the generation thread ------------------------------- */
-#include <pthread.h>
-#include <stdatomic.h>
-
-#include "bitnet/bitnet.h"
-#include "chat.h"
 #include "generate.h"
-
-/* A model with its tokenizer, shared read-only by the bus thread (tokenizing, properties)
- * and the generation thread; freed when the last reference goes. */
-struct bd_model {
-	atomic_int refs;
-	struct bn_model *model;
-	struct bn_tokenizer *tok;
-	enum bn_chat_format chat_fmt;   /* [model] template resolved for this model */
-	struct bd_config cfg;           /* the settings it was loaded with */
-	atomic_bool stale;              /* the file changed under the mapping (guard.c) */
-};
-
-struct bd_model *bd_model_ref(struct bd_model *m);
-void bd_model_unref(struct bd_model *m);
-
-/* guard.c: a model file truncated or written to while mapped. */
-int bd_guard_install(void);             /* the SIGBUS handler; once, at start */
-void bd_guard_watch(struct bd_model *m);
-void bd_guard_unwatch(struct bd_model *m);
-/* 0 while m's file is as loaded, else -ESTALE naming what happened (sticky, logged once). */
-int bd_model_check(struct bd_model *m, struct bn_error *err);
-
-/* What the bus thread shows of the engine; copied out by the generation thread. */
-struct bd_engine_info {
-	char kernel[32];
-	char kernel_variant[32];
-	unsigned n_fallback;
-	unsigned threads;
-	char cpus[256];
-	uint32_t n_ctx;                 /* per slot */
-	uint32_t slots, step_tokens;
-	uint64_t kv_bytes;              /* K and V reserved for all slots */
-};
+#include "worker.h"
 
 enum bd_req_state { BD_REQ_QUEUED, BD_REQ_RUNNING, BD_REQ_DONE };
 
@@ -117,12 +79,6 @@ struct bd_start {
  * queues the request; *out stays owned by the daemon. Negative errno with err set. */
 int bd_request_start(const struct bd_start *st, struct bd_request **out, struct bn_error *err);
 
-int bd_worker_start(void);
-/* Wakes the bus thread (its eventfd): text, a finished request or a load result. */
-void bd_wake_bus(void);
-/* Asks the generation thread to (re)load with cfg between requests. */
-void bd_worker_load(const struct bd_config *cfg);
-void bd_worker_stop(void);
 /* The generation thread's run of one request (called without the lock held). */
 void bd_request_free(struct bd_request *r);
 

@@ -18,6 +18,7 @@
 #include "bitnetd.h"
 #include "bus.h"
 #include "cpu.h"
+#include "guard.h"
 #include "http.h"
 #include "log.h"
 #include "notify.h"

@@ -15,6 +15,7 @@
 #include "bitnetd.h"
 #include "bus.h"
 #include "error.h"
+#include "guard.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"

@@ -12,6 +12,7 @@
 
 #include "bitnetd.h"
 #include "error.h"
+#include "guard.h"
 #include "kernels.h"
 #include "log.h"
 #include "model.h"

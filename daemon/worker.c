@@ -18,6 +18,7 @@
 #include "cpu.h"
 #include "error.h"
 #include "gguf.h"
+#include "guard.h"
 #include "kernels.h"
 #include "log.h"
 #include "notify.h"
