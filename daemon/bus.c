@@ -22,6 +22,7 @@
 #include "http.h"
 #include "log.h"
 #include "notify.h"
+#include "request.h"
 
 #define MAX_WATCHES 16
 #define MAX_TIMEOUTS 16

@@ -67,8 +67,6 @@ struct bd_request *bd_request_find(const char *path);
 /* For a request path that names no live object: what became of it, in buf. */
 bool bd_request_gone_text(const char *path, char *buf, size_t len);
 void bd_request_list_children(char *buf, size_t len);
-/* Checks the UTF-8 of a string from a client before it can reach any reply. */
-bool bd_utf8_ok(const char *s, size_t len);
 
 /* manager.c */
 void bd_reload_finish(void);   /* the generation thread reported a load result */

@@ -23,6 +23,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "openai.h"
+#include "request.h"
 
 #define HTTP_MAX_LISTEN 8
 #define HTTP_MAX_KEYS 64

@@ -22,6 +22,7 @@
 #include "http.h"
 #include "log.h"
 #include "notify.h"
+#include "request.h"
 
 #ifndef PACKAGE_VERSION
 #define PACKAGE_VERSION "0"

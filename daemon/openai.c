@@ -15,6 +15,7 @@
 #include "http.h"
 #include "openai.h"
 #include "options.h"
+#include "request.h"
 #include "sampler.h"
 #include "stop.h"
 

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "options.h"
+#include "request.h"
 #include "stop.h"
 #include "tokenizer.h"
 
@@ -291,6 +292,22 @@ static struct bd_request *request_new(const char *owner, struct bd_model *m, str
 fail:
 	bd_request_free(r);
 	return NULL;
+}
+
+void bd_request_free(struct bd_request *r)
+{
+	if (!r)
+		return;
+	free(r->owner);
+	bd_model_unref(r->m);
+	free(r->text);
+	free(r->specials);
+	free(r->ids);
+	for (size_t i = 0; i < r->n_stops; i++)
+		free(r->stops[i]);
+	free(r->stops);
+	free(r->out);
+	free(r);
 }
 
 /* Gives r its id and object path and queues it for the generation thread. */

@@ -17,6 +17,7 @@
 #include "log.h"
 #include "model.h"
 #include "pool.h"
+#include "request.h"
 #include "sched.h"
 #include "slots.h"
 #include "tokenizer.h"
