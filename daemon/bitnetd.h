@@ -1,5 +1,5 @@
 /* bitnetd's shared state and the subsystems' interfaces (being split into focused
- * headers: conf.h, notify.h, worker.h, guard.h, request.h). */
+ * headers: conf.h, notify.h, worker.h, guard.h, request.h, manager.h). */
 #ifndef BD_BITNETD_H
 #define BD_BITNETD_H
 
@@ -55,6 +55,7 @@ struct bd {
 	uint32_t next_id;
 	uint32_t n_active;              /* n_running as last announced */
 	struct bd_counters cnt;
+	unsigned props_pending;         /* BD_PROP_* changed since the last flush */
 	char last_reload_error[512];
 	struct DBusConnection *conn;
 	uint64_t cpu_features;
@@ -62,27 +63,16 @@ struct bd {
 
 extern struct bd bd;
 
-/* ---- bus.c / manager.c / request.c --------------------------------------------------- */
-int bd_bus_connect(int bus_type, const char *address);   /* 0 system, 1 session, 2 address */
-int bd_bus_request_name(void);
-void bd_bus_release(void);
-/* poll loop on the bus, signalfd and eventfd until quit; returns the exit code */
-int bd_bus_run(int sfd);
-/* Prints the introspection XML of the Manager object (the installed interface file). */
-void bd_bus_print_interfaces(FILE *f);
-
-/* Marks properties changed; emitted once per loop iteration. */
-void bd_props_changed(unsigned mask);
+/* Marks a group of properties changed (BD_PROP_*): manager.c emits them once per loop
+ * iteration. Any layer on the bus thread may call it; it only sets bits. */
 #define BD_PROP_STATE      (1u << 0)
 #define BD_PROP_QUEUE      (1u << 1)
 #define BD_PROP_COUNTERS   (1u << 2)
 #define BD_PROP_ENGINE     (1u << 3)
 #define BD_PROP_LIVE       (1u << 31)   /* changes all the time; read it, no signal */
-void bd_set_state(enum bd_state s);
-const char *bd_state_name(enum bd_state s);
-void bd_reload_begin(void *reply_to);
-/* Applies a finished load's result on the bus thread; returns its error (why filled). */
-int bd_load_take(char *why, size_t why_len);
-void bd_manager_cleanup(void);   /* SIGHUP (NULL) or a Reload() call to answer */
+static inline void bd_props_changed(unsigned mask)
+{
+	bd.props_pending |= mask;
+}
 
 #endif

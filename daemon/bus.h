@@ -6,6 +6,7 @@
 #include <dbus/dbus.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #define BD_BUS_NAME "org.bitnetd.Daemon1"
 #define BD_PATH "/org/bitnetd/Daemon1"
@@ -48,6 +49,14 @@ struct bd_iface {
 	const struct bd_prop *props;     /* each { NULL } terminated */
 };
 
+int bd_bus_connect(int bus_type, const char *address);   /* 0 system, 1 session, 2 address */
+int bd_bus_request_name(void);
+void bd_bus_release(void);
+/* poll loop on the bus, signalfd and eventfd until quit; returns the exit code */
+int bd_bus_run(int sfd);
+/* Prints the introspection XML of the Manager object (the installed interface file). */
+void bd_bus_print_interfaces(FILE *f);
+
 extern const struct bd_iface bd_manager_iface;
 extern const struct bd_iface bd_request_iface;
 
@@ -67,9 +76,5 @@ struct bd_request *bd_request_find(const char *path);
 /* For a request path that names no live object: what became of it, in buf. */
 bool bd_request_gone_text(const char *path, char *buf, size_t len);
 void bd_request_list_children(char *buf, size_t len);
-
-/* manager.c */
-void bd_reload_finish(void);   /* the generation thread reported a load result */
-void bd_props_flush(void);
 
 #endif

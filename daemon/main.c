@@ -21,6 +21,7 @@
 #include "guard.h"
 #include "http.h"
 #include "log.h"
+#include "manager.h"
 #include "notify.h"
 #include "request.h"
 

@@ -18,6 +18,7 @@
 #include "guard.h"
 #include "http.h"
 #include "log.h"
+#include "manager.h"
 #include "metrics.h"
 #include "options.h"
 #include "request.h"
