@@ -1,5 +1,5 @@
-/* libdbus glue shared by bus.c, manager.c and request.c: interfaces are tables, and the
- * same tables dispatch calls, answer Properties and produce the introspection XML. */
+/* libdbus glue shared by bus.c, manager.c and bus_request.c: interfaces are tables, and
+ * the same tables dispatch calls, answer Properties and produce the introspection XML. */
 #ifndef BD_BUS_H
 #define BD_BUS_H
 
@@ -69,7 +69,7 @@ bool bd_send(DBusMessage *m);
 /* Appends a dictionary entry {key: variant(sig, value)} to an a{sv} being built. */
 bool bd_dict_add(DBusMessageIter *dict, const char *key, int type, const void *value);
 
-/* request.c */
+/* bus_request.c: the D-Bus door of requests */
 DBusMessage *bd_generate(DBusMessage *msg, bool chat);
 DBusMessage *bd_tokenize(DBusMessage *msg);
 struct bd_request *bd_request_find(const char *path);

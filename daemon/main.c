@@ -278,18 +278,7 @@ static void shutdown_all(int sfd)
 	pthread_mutex_unlock(&bd.lock);
 	bd_worker_stop();
 	bd_bus_release();
-	/* requests left after a lost bus connection */
-	while (bd.all) {
-		struct bd_request *r = bd.all;
-		bd.all = r->all_next;
-		if (r->http) {   /* its HTTP client waits for an end */
-			r->st.reason = BN_STOP_ERROR;
-			r->rc = -EALREADY;
-			snprintf(r->err, sizeof(r->err), "the daemon stopped");
-			bd_http_finished(r->http, r);
-		}
-		bd_request_free(r);
-	}
+	bd_requests_abandon();   /* requests left after a lost bus connection */
 	bd_http_stop();
 	bd_manager_cleanup();
 	close(sfd);
@@ -308,6 +297,7 @@ int main(int argc, char **argv)
 	struct bd_config cfg;
 	if ((rc = events_open(&sfd)) != GO || (rc = startup(a.config, &cfg)) != GO)
 		return rc;
+	bd_requests_on_load(bd_reload_finish);
 	int erc = bd_worker_start();
 	if (erc) {
 		bn_log(BN_LOG_ERR, "cannot start the generation thread: %s", strerror(-erc));

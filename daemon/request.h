@@ -1,7 +1,9 @@
 /* Requests (request.c), whichever front door they came through: the checks a prompt
  * passes, rendering and tokenizing, the FIFO queue the generation thread takes them from,
  * cancelling, and on the bus thread the pump that hands their text and end to the door.
- * Above the generation thread (worker.h), below the doors (bus, http). */
+ * Above the generation thread (worker.h), below the doors (bus_request.c, http.c): it
+ * reaches them only through the struct bd_door each request carries, as bus.c reaches
+ * its objects through their interface tables. */
 #ifndef BD_REQUEST_H
 #define BD_REQUEST_H
 
@@ -15,15 +17,27 @@
 #include "generate.h"
 
 struct bd_model;
+struct bd_request;
 struct bd_req_opts;       /* options.h */
-struct bd_http_stream;    /* http.h */
+
+/* A front door's side of its requests, called on the bus thread by the pump. */
+struct bd_door {
+	/* New text of r: whole UTF-8 characters, U+0000 already replaced by U+FFFD. */
+	void (*text)(struct bd_request *r, const char *text);
+	/* r ended (st, rc and err are final) and left the live list; it is freed next. */
+	void (*finished)(struct bd_request *r);
+	/* NULL, or true once r's client went away without a word: r is then cancelled. */
+	bool (*gone)(const struct bd_request *r);
+	/* NULL, or the daemon stops with r unfinished: the door's last word to the client
+	 * (r ends as an error, "the daemon stopped"). */
+	void (*stopped)(struct bd_request *r);
+};
 
 enum bd_req_state { BD_REQ_QUEUED, BD_REQ_RUNNING, BD_REQ_DONE };
 
 struct bd_request {
 	uint32_t id;
-	char path[64];
-	char *owner;                    /* caller's unique bus name */
+	char *owner;                    /* the client: a unique bus name or "http:ADDRESS" */
 	struct bd_model *m;             /* the model ids were made with */
 	char *text;                     /* [text_len] prompt text as rendered */
 	size_t text_len;
@@ -63,8 +77,8 @@ struct bd_request {
 	char header_sha256[65];
 	struct bd_request *next;        /* queue link */
 	struct bd_request *all_next;    /* every live request (bus thread) */
-	struct bd_http_stream *http;    /* came through HTTP (http.c): text goes there, not to
-	                                   signals; NULL for D-Bus requests */
+	const struct bd_door *door;     /* the door it came through: text and end go there */
+	void *door_data;                /* the door's own (HTTP: the connection's stream) */
 };
 
 /* A Generate or Chat, whichever door it came through (request.c, bus thread). */
@@ -75,13 +89,21 @@ struct bd_start {
 	const struct bn_chat_msg *msgs; /* chat: [n_msgs] */
 	size_t n_msgs;
 	struct bd_req_opts *opts;       /* checked by the door; the seed is drawn here if unset */
-	struct bd_http_stream *http;
+	const struct bd_door *door;
+	void *door_data;
 };
 /* Checks (ready, model unchanged, prompt or messages, busy), renders and tokenizes, then
  * queues the request; *out stays owned by the daemon. Negative errno with err set. */
 int bd_request_start(const struct bd_start *st, struct bd_request **out, struct bn_error *err);
 
 void bd_request_free(struct bd_request *r);
+
+/* The checks every door makes, in this order: -EALREADY while loading or stopping; then
+ * a client's text (what names it in the message) as UTF-8, non-empty unless allow_empty,
+ * within max_prompt_bytes. 0 or a negative errno with err set. */
+int bd_request_not_ready(struct bn_error *err);
+int bd_request_check_text(const char *what, const char *s, size_t len, bool allow_empty,
+                          struct bn_error *err);
 
 /* Checks the UTF-8 of a string from a client before it can reach any reply. */
 bool bd_utf8_ok(const char *s, size_t len);
@@ -91,5 +113,14 @@ bool bd_utf8_ok(const char *s, size_t len);
 void bd_requests_pump(void);
 /* Cancels every request of owner (it left), or every request when owner is NULL. */
 void bd_requests_cancel_owner(const char *owner);
+/* A queued request leaves the queue and ends as cancelled; a running one stops at its
+ * next token. The caller pumps. */
+void bd_request_cancel(struct bd_request *r);
+/* How request id ended, while it is among the last ones removed. */
+bool bd_request_ended(uint32_t id, enum bn_stop_reason *reason, int *rc);
+/* The pump calls fn when it finds a (re)load result waiting (main.c sets the manager's). */
+void bd_requests_on_load(void (*fn)(void));
+/* At shutdown, the generation thread stopped: ends and frees every request still listed. */
+void bd_requests_abandon(void);
 
 #endif
