@@ -49,16 +49,7 @@ struct bd_iface {
 	const struct bd_prop *props;     /* each { NULL } terminated */
 };
 
-int bd_bus_connect(int bus_type, const char *address);   /* 0 system, 1 session, 2 address */
-int bd_bus_request_name(void);
-void bd_bus_release(void);
-/* poll loop on the bus, signalfd and eventfd until quit; returns the exit code */
-int bd_bus_run(int sfd);
-/* Prints the introspection XML of the Manager object (the installed interface file). */
-void bd_bus_print_interfaces(FILE *f);
-
-extern const struct bd_iface bd_manager_iface;
-extern const struct bd_iface bd_request_iface;
+extern const struct bd_iface bd_manager_iface;   /* manager.c */
 
 /* Error reply named by an errno through the project's one table (lib/error.c). */
 DBusMessage *bd_error_reply(DBusMessage *msg, int code, const char *fmt, ...)
@@ -69,12 +60,41 @@ bool bd_send(DBusMessage *m);
 /* Appends a dictionary entry {key: variant(sig, value)} to an a{sv} being built. */
 bool bd_dict_add(DBusMessageIter *dict, const char *key, int type, const void *value);
 
-/* bus_request.c: the D-Bus door of requests */
+/* Objects looked up at each call: the requests under BD_REQ_PATH. */
+struct bd_bus_subtree {
+	const struct bd_iface *iface;
+	void *(*find)(const char *path);                         /* the object at path, or NULL */
+	void (*children)(char *buf, size_t len);                 /* child nodes, ' ' separated */
+	bool (*gone)(const char *path, char *buf, size_t len);   /* why path names no object */
+};
+
+/* What the daemon puts on the bus (main.c wires it). */
+struct bd_bus_objects {
+	const struct bd_iface *manager;            /* at BD_PATH */
+	const struct bd_bus_subtree *requests;     /* under BD_REQ_PATH */
+	void (*name_lost)(const char *name);       /* a unique name left the bus */
+};
+
+/* The loop's calls out, each on the bus thread. */
+struct bd_loop {
+	void (*idle)(void);                        /* after dispatching, before polling */
+	bool (*done)(void);                        /* true: the loop returns 0 */
+	void (*wake)(void);                        /* the generation thread's eventfd fired */
+	void (*signal)(int signo);                 /* each signal read from the signalfd */
+};
+
+int bd_bus_connect(int bus_type, const char *address, const struct bd_bus_objects *o);
+int bd_bus_request_name(void);
+void bd_bus_release(void);
+/* Polls the bus (when connected), the signalfd and the eventfd until lost or done;
+ * returns the exit code. */
+int bd_bus_run(int sfd, const struct bd_loop *l);
+/* Prints the introspection XML of o's interfaces (the installed interface file). */
+void bd_bus_print_interfaces(FILE *f, const struct bd_bus_objects *o);
+
+/* manager.c and bus_request.c: Generate, Chat and Tokenize are the request door's */
 DBusMessage *bd_generate(DBusMessage *msg, bool chat);
 DBusMessage *bd_tokenize(DBusMessage *msg);
-struct bd_request *bd_request_find(const char *path);
-/* For a request path that names no live object: what became of it, in buf. */
-bool bd_request_gone_text(const char *path, char *buf, size_t len);
-void bd_request_list_children(char *buf, size_t len);
+extern const struct bd_bus_subtree bd_request_objects;
 
 #endif

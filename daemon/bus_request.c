@@ -27,7 +27,7 @@ static void request_path(const struct bd_request *r, char *buf, size_t len)
 
 /* ---- the request objects ------------------------------------------------------------- */
 
-struct bd_request *bd_request_find(const char *path)
+static void *request_find(const char *path)
 {
 	char p[64];
 	for (struct bd_request *r = bd.all; r; r = r->all_next) {
@@ -38,7 +38,7 @@ struct bd_request *bd_request_find(const char *path)
 	return NULL;
 }
 
-void bd_request_list_children(char *buf, size_t len)
+static void request_children(char *buf, size_t len)
 {
 	size_t n = 0;
 	buf[0] = '\0';
@@ -50,7 +50,8 @@ void bd_request_list_children(char *buf, size_t len)
 	}
 }
 
-bool bd_request_gone_text(const char *path, char *buf, size_t len)
+/* For a request path that names no live object: what became of it, in buf. */
+static bool request_gone(const char *path, char *buf, size_t len)
 {
 	size_t pl = strlen(BD_REQ_PATH);
 	if (strncmp(path, BD_REQ_PATH "/", pl + 1))
@@ -336,6 +337,10 @@ static const struct bd_signal request_signals[] = {
 
 static const struct bd_prop request_props[] = { { NULL, NULL, NULL, 0 } };
 
-const struct bd_iface bd_request_iface = {
+static const struct bd_iface request_iface = {
 	BD_IFACE_REQUEST, request_methods, request_signals, request_props,
+};
+
+const struct bd_bus_subtree bd_request_objects = {
+	&request_iface, request_find, request_children, request_gone,
 };

@@ -55,6 +55,52 @@ static void usage(FILE *f)
 	        "  --introspect      print the D-Bus interface XML\n");
 }
 
+/* ---- the wiring: what the bus thread's loop and bus.c reach, named here only ---------- */
+
+static void on_signal(int signo)
+{
+	switch (signo) {
+	case SIGTERM:
+	case SIGINT:
+		if (bd.state != BD_STOPPING) {
+			bn_log(BN_LOG_NOTICE, "%s: stopping", strsignal(signo));
+			bd_notify("STOPPING=1\nSTATUS=Stopping");
+			bd_set_state(BD_STOPPING);
+			bd_requests_cancel_owner(NULL);
+		}
+		break;
+	case SIGHUP:
+		if (bd.state == BD_READY)
+			bd_reload_begin(NULL);
+		else
+			bn_log(BN_LOG_NOTICE, "SIGHUP ignored: the daemon is %s", bd_state_name(bd.state));
+		break;
+	}
+}
+
+/* Stopping is done once every request has been cancelled or finished. */
+static bool loop_done(void)
+{
+	if (bd.state != BD_STOPPING)
+		return false;
+	pthread_mutex_lock(&bd.lock);
+	bool idle = !bd.n_running && !bd.qhead && !bd.load_pending && !bd.all;
+	pthread_mutex_unlock(&bd.lock);
+	return idle;
+}
+
+static void on_wake(void)
+{
+	bd_http_service();
+	bd_requests_pump();
+}
+
+static const struct bd_loop loop = { bd_props_flush, loop_done, on_wake, on_signal };
+
+static const struct bd_bus_objects objects = {
+	&bd_manager_iface, &bd_request_objects, bd_requests_cancel_owner,
+};
+
 static void plain_sink(int level, const char *msg, void *user)
 {
 	(void)user;
@@ -104,7 +150,7 @@ static int args_parse(int argc, char **argv, struct args *a)
 		case O_CHECK: a->check = true; break;
 		case O_VERSION: printf("bitnetd %s\n", PACKAGE_VERSION); return 0;
 		case O_DEFAULTS: bd_config_print_defaults(stdout); return 0;
-		case O_INTROSPECT: bd_bus_print_interfaces(stdout); return 0;
+		case O_INTROSPECT: bd_bus_print_interfaces(stdout, &objects); return 0;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return EXIT_USAGE;
 		}
@@ -247,7 +293,8 @@ static int serve(const struct args *a, const struct bd_config *cfg, int sfd, boo
 		return 1;
 	}
 	bd_notify("STATUS=Connecting to the bus");
-	if (a->bus_type != BUS_NONE && (bd_bus_connect(a->bus_type, a->address) || bd_bus_request_name()))
+	if (a->bus_type != BUS_NONE && (bd_bus_connect(a->bus_type, a->address, &objects) ||
+	                                 bd_bus_request_name()))
 		return 1;
 	struct bn_error herr = { 0 };
 	if (bd_http_start(cfg, &herr)) {
@@ -263,7 +310,7 @@ static int serve(const struct args *a, const struct bd_config *cfg, int sfd, boo
 	       BD_BUS_NAME, bd.info.kernel, bd.info.threads, bd.info.cpus, bd.info.slots,
 	       bd.info.n_ctx);
 	bd_notify("READY=1\nSTATUS=Ready: kernel %s, %u threads", bd.info.kernel, bd.info.threads);
-	int rc = bd_bus_run(sfd);
+	int rc = bd_bus_run(sfd, &loop);
 	bd_props_flush();
 	bn_log(BN_LOG_NOTICE, "stopped");
 	return rc;

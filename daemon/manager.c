@@ -16,9 +16,10 @@
 #include "kernels.h"
 #include "log.h"
 #include "manager.h"
-#include "notify.h"
 #include "model.h"
+#include "notify.h"
 #include "pool.h"
+#include "worker.h"
 
 #ifndef PACKAGE_VERSION
 #define PACKAGE_VERSION "0"
