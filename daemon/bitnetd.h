@@ -1,28 +1,35 @@
-/* bitnetd's shared state and the subsystems' interfaces (being split into focused
- * headers: conf.h, notify.h, worker.h, guard.h, request.h, manager.h). */
+/* bitnetd's shared state: struct bd, what the bus thread and the generation thread both
+ * see (the queue and the load hand-over under bd.lock), and what the bus thread keeps.
+ *
+ * The daemon's layers, each calling only those below it (daemon/README):
+ *   main.c                     start-up, shutdown, and the wiring of the tables below
+ *   manager.c bus_request.c    D-Bus objects: the Manager, the request door    | http.c
+ *   bus.c                      libdbus glue and the bus thread's poll loop     | openai.c
+ *   request.c                  requests of either door: checks, queue, pump
+ *   worker.c sched.c slots.c   the generation thread; guard.c the model file
+ *   conf.h notify.h metrics.h options.h, and this state
+ * Upward, only through tables handed down: bus.c serves struct bd_iface tables and calls
+ * struct bd_bus_objects and struct bd_loop; request.c calls each request's struct
+ * bd_door; the generation thread wakes the bus thread through bd.efd. */
 #ifndef BD_BITNETD_H
 #define BD_BITNETD_H
 
 #include <pthread.h>
 #include <stdbool.h>
-#include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
 
 #include "conf.h"
 #include "worker.h"
 
 struct bd_request;
+struct DBusConnection;
 
-/* ---- the daemon's state ------------------------------------------------------------ */
 enum bd_state { BD_LOADING, BD_READY, BD_RELOADING, BD_STOPPING };
 
 struct bd_counters {
 	uint64_t served, rejected, cancelled, failed, tokens_in, tokens_out;
 	uint64_t cache_hits, cached_tokens;   /* requests that reused a prefix; tokens reused */
 };
-
-struct DBusConnection;
 
 struct bd {
 	const char *config_path;
@@ -61,7 +68,7 @@ struct bd {
 	uint64_t cpu_features;
 };
 
-extern struct bd bd;
+extern struct bd bd;   /* main.c */
 
 /* Marks a group of properties changed (BD_PROP_*): manager.c emits them once per loop
  * iteration. Any layer on the bus thread may call it; it only sets bits. */

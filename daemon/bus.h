@@ -1,5 +1,8 @@
 /* libdbus glue shared by bus.c, manager.c and bus_request.c: interfaces are tables, and
- * the same tables dispatch calls, answer Properties and produce the introspection XML. */
+ * the same tables dispatch calls, answer Properties and produce the introspection XML.
+ * bus.c sits below the D-Bus objects (manager.c, bus_request.c), which call its glue;
+ * it reaches them, and the rest of the daemon, only through the tables main.c hands it
+ * (struct bd_bus_objects, struct bd_loop). */
 #ifndef BD_BUS_H
 #define BD_BUS_H
 

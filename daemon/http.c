@@ -24,6 +24,7 @@
 #include "metrics.h"
 #include "openai.h"
 #include "request.h"
+#include "worker.h"
 
 #define HTTP_MAX_LISTEN 8
 #define HTTP_MAX_KEYS 64

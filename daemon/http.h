@@ -9,9 +9,10 @@
 #ifndef BD_HTTP_H
 #define BD_HTTP_H
 
-#include "bitnetd.h"
+#include "conf.h"
 #include "error.h"
 
+struct bd_door;
 struct bd_http_stream;
 
 /* Starts the listener on cfg's [http] listen addresses (nothing when empty). Errors name

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bitnetd.h"
 #include "http.h"
 #include "openai.h"
 #include "options.h"
