@@ -14,7 +14,7 @@
 #include <string.h>
 #include <sys/random.h>
 
-#include <dbus/dbus.h>
+#include <dbus/dbus.h>   /* dbus_validate_utf8 only: the pump's check of outgoing text */
 
 #include "bitnetd.h"
 #include "error.h"

@@ -53,7 +53,7 @@ struct bd_request {
 	atomic_bool cancel;
 	/* owned by the generation thread while running; handed over under bd.lock */
 	enum bd_req_state state;
-	char *out;                      /* [out_len] text not yet sent as Text */
+	char *out;                      /* [out_len] text not yet handed to the door */
 	size_t out_len, out_cap;
 	struct bn_gen_stats st;
 	uint32_t slot;
