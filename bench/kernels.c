@@ -22,6 +22,7 @@
 #include "bitnet/kernel.h"
 #include "cpu.h"
 #include "kernels.h"
+#include "stats.h"
 
 #define N_LAYERS 30
 #define HIDDEN 2560
@@ -67,18 +68,6 @@ static void fill(void *p, size_t bytes, uint64_t seed)
 		seed = seed * 6364136223846793005ull + 1442695040888963407ull;
 		u[i] = seed;
 	}
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(double), cmp_double);
-	return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 /* ---- read bandwidth ---------------------------------------------------------------- */
@@ -221,7 +210,7 @@ static double gbps(enum job job, const struct bn_kernel_ops *ops, int nt, int ru
 	time_job(job, ops, nt);   /* warm-up: page faults, frequency */
 	for (int r = 0; r < runs; r++)
 		v[r] = bytes / time_job(job, ops, nt) * 1e-9;
-	return median(v, runs);
+	return bn_median(v, (size_t)runs);
 }
 
 int main(int argc, char **argv)

@@ -1,5 +1,7 @@
 /* The bus thread: the only thread that touches libdbus. One poll loop over the bus
- * connection's watches, the signalfd and the eventfd of the generation thread. */
+ * connection's watches, the signalfd and the eventfd of the generation thread. It serves
+ * the objects main.c hands it (struct bd_bus_objects) and reaches the rest of the daemon
+ * through the loop's table (struct bd_loop): it calls no layer above it by name. */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
 #endif
@@ -19,7 +21,6 @@
 #include "bitnetd.h"
 #include "bus.h"
 #include "error.h"
-#include "http.h"
 #include "log.h"
 
 #define MAX_WATCHES 16
@@ -29,6 +30,7 @@ static DBusWatch *watches[MAX_WATCHES];
 static DBusTimeout *timeouts[MAX_TIMEOUTS];
 static double timeout_due[MAX_TIMEOUTS];
 static bool disconnected;
+static const struct bd_bus_objects *objs;   /* bd_bus_connect's */
 
 static double now_ms(void)
 {
@@ -249,12 +251,12 @@ static char *introspect(const char *path, const struct bd_iface *f, const char *
 	return b.p;
 }
 
-void bd_bus_print_interfaces(FILE *f)
+void bd_bus_print_interfaces(FILE *f, const struct bd_bus_objects *o)
 {
 	struct sbuf b = { 0 };
 	sb_printf(&b, "%s", DBUS_INTROSPECT_1_0_XML_DOCTYPE_DECL_NODE "<node>\n");
-	xml_iface(&b, &bd_manager_iface);
-	xml_iface(&b, &bd_request_iface);
+	xml_iface(&b, o->manager);
+	xml_iface(&b, o->requests->iface);
 	sb_printf(&b, "</node>\n");
 	if (b.p)
 		fputs(b.p, f);
@@ -350,19 +352,19 @@ static DBusHandlerResult on_message(DBusConnection *c, DBusMessage *msg, void *d
 	else if (!strcmp(path, "/org/bitnetd"))
 		strcpy(children, "Daemon1");
 	else if (!strcmp(path, BD_PATH)) {
-		f = &bd_manager_iface;
+		f = objs->manager;
 		strcpy(children, "request");
 	} else if (!strcmp(path, BD_REQ_PATH))
-		bd_request_list_children(children, sizeof(children));
-	else if ((obj = bd_request_find(path)))
-		f = &bd_request_iface;
+		objs->requests->children(children, sizeof(children));
+	else if ((obj = objs->requests->find(path)))
+		f = objs->requests->iface;
 	else
 		exists = false;
 
 	DBusMessage *reply = NULL;
 	if (!exists) {
 		char why[256];
-		if (bd_request_gone_text(path, why, sizeof(why)))
+		if (objs->requests->gone(path, why, sizeof(why)))
 			reply = dbus_message_new_error_printf(msg, DBUS_ERROR_UNKNOWN_OBJECT, "%s: %s",
 			                                      path, why);
 		else
@@ -426,12 +428,12 @@ static DBusHandlerResult on_filter(DBusConnection *c, DBusMessage *msg, void *da
 		if (dbus_message_get_args(msg, NULL, DBUS_TYPE_STRING, &name, DBUS_TYPE_STRING, &old,
 		                          DBUS_TYPE_STRING, &new, DBUS_TYPE_INVALID) &&
 		    name[0] == ':' && !*new)
-			bd_requests_cancel_owner(name);
+			objs->name_lost(name);
 	}
 	return DBUS_HANDLER_RESULT_NOT_YET_HANDLED;
 }
 
-int bd_bus_connect(int bus_type, const char *address)
+int bd_bus_connect(int bus_type, const char *address, const struct bd_bus_objects *o)
 {
 	DBusError e;
 	dbus_error_init(&e);
@@ -454,6 +456,7 @@ int bd_bus_connect(int bus_type, const char *address)
 	}
 	dbus_connection_set_exit_on_disconnect(c, FALSE);
 	bd.conn = c;
+	objs = o;
 	static const DBusObjectPathVTable vt = { .message_function = on_message };
 	if (!dbus_connection_set_watch_functions(c, watch_add, watch_remove, watch_toggled, NULL, NULL) ||
 	    !dbus_connection_set_timeout_functions(c, timeout_add, timeout_remove, timeout_toggled,
@@ -500,111 +503,110 @@ void bd_bus_release(void)
 	bd.conn = NULL;
 }
 
-static void handle_signal(int sfd)
+static void read_signals(int sfd, const struct bd_loop *l)
 {
 	struct signalfd_siginfo si;
-	while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-		switch (si.ssi_signo) {
-		case SIGTERM:
-		case SIGINT:
-			if (bd.state != BD_STOPPING) {
-				bn_log(BN_LOG_NOTICE, "%s: stopping", strsignal((int)si.ssi_signo));
-				bd_notify("STOPPING=1\nSTATUS=Stopping");
-				bd_set_state(BD_STOPPING);
-				bd_requests_cancel_owner(NULL);
-			}
-			break;
-		case SIGHUP:
-			if (bd.state == BD_READY)
-				bd_reload_begin(NULL);
-			else
-				bn_log(BN_LOG_NOTICE, "SIGHUP ignored: the daemon is %s",
-				       bd_state_name(bd.state));
-			break;
+	while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+		l->signal((int)si.ssi_signo);
+}
+
+/* pf and pw [2 + MAX_WATCHES]: the signalfd, the eventfd, then the enabled watches;
+ * returns the count. */
+static int poll_prepare(int sfd, struct pollfd *pf, DBusWatch **pw)
+{
+	int n = 0;
+	pf[n++] = (struct pollfd){ .fd = sfd, .events = POLLIN };
+	pf[n++] = (struct pollfd){ .fd = bd.efd, .events = POLLIN };
+	for (int i = 0; i < MAX_WATCHES; i++) {
+		DBusWatch *w = watches[i];
+		if (!w || !dbus_watch_get_enabled(w))
+			continue;
+		unsigned fl = dbus_watch_get_flags(w);
+		pf[n] = (struct pollfd){ .fd = dbus_watch_get_unix_fd(w),
+		                         .events = (short)((fl & DBUS_WATCH_READABLE ? POLLIN : 0) |
+		                                           (fl & DBUS_WATCH_WRITABLE ? POLLOUT : 0)) };
+		pw[n++] = w;
+	}
+	return n;
+}
+
+/* Milliseconds until the next enabled timeout is due, -1 for none. */
+static int timeouts_next(void)
+{
+	int tmo = -1;
+	double now = now_ms();
+	for (int i = 0; i < MAX_TIMEOUTS; i++)
+		if (timeouts[i] && dbus_timeout_get_enabled(timeouts[i])) {
+			double d = timeout_due[i] - now;
+			int ms = d < 0 ? 0 : (int)d + 1;
+			if (tmo < 0 || ms < tmo)
+				tmo = ms;
 		}
+	return tmo;
+}
+
+static void timeouts_run(void)
+{
+	double now = now_ms();
+	for (int i = 0; i < MAX_TIMEOUTS; i++)
+		if (timeouts[i] && dbus_timeout_get_enabled(timeouts[i]) && timeout_due[i] <= now) {
+			timeout_due[i] = now + dbus_timeout_get_interval(timeouts[i]);
+			dbus_timeout_handle(timeouts[i]);
+		}
+}
+
+static void watches_handle(const struct pollfd *pf, DBusWatch **pw, int n)
+{
+	for (int i = 2; i < n; i++) {
+		if (!pf[i].revents)
+			continue;
+		unsigned fl = 0;
+		if (pf[i].revents & POLLIN)
+			fl |= DBUS_WATCH_READABLE;
+		if (pf[i].revents & POLLOUT)
+			fl |= DBUS_WATCH_WRITABLE;
+		if (pf[i].revents & POLLERR)
+			fl |= DBUS_WATCH_ERROR;
+		if (pf[i].revents & POLLHUP)
+			fl |= DBUS_WATCH_HANGUP;
+		/* the watch may have been removed by an earlier handle in this round */
+		for (int j = 0; j < MAX_WATCHES; j++)
+			if (watches[j] == pw[i]) {
+				dbus_watch_handle(pw[i], fl);
+				break;
+			}
 	}
 }
 
-int bd_bus_run(int sfd)
+int bd_bus_run(int sfd, const struct bd_loop *l)
 {
 	for (;;) {
 		while (bd.conn && dbus_connection_dispatch(bd.conn) == DBUS_DISPATCH_DATA_REMAINS)
 			;
-		bd_props_flush();
+		l->idle();
 		if (disconnected)
 			return 1;
-		if (bd.state == BD_STOPPING) {
-			/* done once every request has been cancelled or finished */
-			pthread_mutex_lock(&bd.lock);
-			bool idle = !bd.n_running && !bd.qhead && !bd.load_pending && !bd.all;
-			pthread_mutex_unlock(&bd.lock);
-			if (idle)
-				return 0;
-		}
+		if (l->done())
+			return 0;
 		struct pollfd pf[2 + MAX_WATCHES];
 		DBusWatch *pw[2 + MAX_WATCHES];
-		int n = 0;
-		pf[n++] = (struct pollfd){ .fd = sfd, .events = POLLIN };
-		pf[n++] = (struct pollfd){ .fd = bd.efd, .events = POLLIN };
-		for (int i = 0; i < MAX_WATCHES; i++) {
-			DBusWatch *w = watches[i];
-			if (!w || !dbus_watch_get_enabled(w))
-				continue;
-			unsigned fl = dbus_watch_get_flags(w);
-			pf[n] = (struct pollfd){ .fd = dbus_watch_get_unix_fd(w),
-			                         .events = (short)((fl & DBUS_WATCH_READABLE ? POLLIN : 0) |
-			                                           (fl & DBUS_WATCH_WRITABLE ? POLLOUT : 0)) };
-			pw[n++] = w;
-		}
-		int tmo = -1;
-		double now = now_ms();
-		for (int i = 0; i < MAX_TIMEOUTS; i++)
-			if (timeouts[i] && dbus_timeout_get_enabled(timeouts[i])) {
-				double d = timeout_due[i] - now;
-				int ms = d < 0 ? 0 : (int)d + 1;
-				if (tmo < 0 || ms < tmo)
-					tmo = ms;
-			}
-		int r = poll(pf, (nfds_t)n, tmo);
+		int n = poll_prepare(sfd, pf, pw);
+		int r = poll(pf, (nfds_t)n, timeouts_next());
 		if (r < 0 && errno != EINTR) {
 			bn_log(BN_LOG_ERR, "poll: %s", strerror(errno));
 			return 1;
 		}
-		now = now_ms();
-		for (int i = 0; i < MAX_TIMEOUTS; i++)
-			if (timeouts[i] && dbus_timeout_get_enabled(timeouts[i]) && timeout_due[i] <= now) {
-				timeout_due[i] = now + dbus_timeout_get_interval(timeouts[i]);
-				dbus_timeout_handle(timeouts[i]);
-			}
+		timeouts_run();
 		if (r <= 0)
 			continue;
-		for (int i = 2; i < n; i++) {
-			if (!pf[i].revents)
-				continue;
-			unsigned fl = 0;
-			if (pf[i].revents & POLLIN)
-				fl |= DBUS_WATCH_READABLE;
-			if (pf[i].revents & POLLOUT)
-				fl |= DBUS_WATCH_WRITABLE;
-			if (pf[i].revents & POLLERR)
-				fl |= DBUS_WATCH_ERROR;
-			if (pf[i].revents & POLLHUP)
-				fl |= DBUS_WATCH_HANGUP;
-			/* the watch may have been removed by an earlier handle in this round */
-			for (int j = 0; j < MAX_WATCHES; j++)
-				if (watches[j] == pw[i]) {
-					dbus_watch_handle(pw[i], fl);
-					break;
-				}
-		}
+		watches_handle(pf, pw, n);
 		if (pf[1].revents & POLLIN) {
 			uint64_t v;
 			ssize_t k = read(bd.efd, &v, sizeof(v));
 			(void)k;
-			bd_http_service();
-			bd_requests_pump();
+			l->wake();
 		}
 		if (pf[0].revents & POLLIN)
-			handle_signal(sfd);
+			read_signals(sfd, l);
 	}
 }

@@ -1,11 +1,15 @@
-/* libdbus glue shared by bus.c, manager.c and request.c: interfaces are tables, and the
- * same tables dispatch calls, answer Properties and produce the introspection XML. */
+/* libdbus glue shared by bus.c, manager.c and bus_request.c: interfaces are tables, and
+ * the same tables dispatch calls, answer Properties and produce the introspection XML.
+ * bus.c sits below the D-Bus objects (manager.c, bus_request.c), which call its glue;
+ * it reaches them, and the rest of the daemon, only through the tables main.c hands it
+ * (struct bd_bus_objects, struct bd_loop). */
 #ifndef BD_BUS_H
 #define BD_BUS_H
 
 #include <dbus/dbus.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #define BD_BUS_NAME "org.bitnetd.Daemon1"
 #define BD_PATH "/org/bitnetd/Daemon1"
@@ -48,8 +52,7 @@ struct bd_iface {
 	const struct bd_prop *props;     /* each { NULL } terminated */
 };
 
-extern const struct bd_iface bd_manager_iface;
-extern const struct bd_iface bd_request_iface;
+extern const struct bd_iface bd_manager_iface;   /* manager.c */
 
 /* Error reply named by an errno through the project's one table (lib/error.c). */
 DBusMessage *bd_error_reply(DBusMessage *msg, int code, const char *fmt, ...)
@@ -60,18 +63,41 @@ bool bd_send(DBusMessage *m);
 /* Appends a dictionary entry {key: variant(sig, value)} to an a{sv} being built. */
 bool bd_dict_add(DBusMessageIter *dict, const char *key, int type, const void *value);
 
-/* request.c */
+/* Objects looked up at each call: the requests under BD_REQ_PATH. */
+struct bd_bus_subtree {
+	const struct bd_iface *iface;
+	void *(*find)(const char *path);                         /* the object at path, or NULL */
+	void (*children)(char *buf, size_t len);                 /* child nodes, ' ' separated */
+	bool (*gone)(const char *path, char *buf, size_t len);   /* why path names no object */
+};
+
+/* What the daemon puts on the bus (main.c wires it). */
+struct bd_bus_objects {
+	const struct bd_iface *manager;            /* at BD_PATH */
+	const struct bd_bus_subtree *requests;     /* under BD_REQ_PATH */
+	void (*name_lost)(const char *name);       /* a unique name left the bus */
+};
+
+/* The loop's calls out, each on the bus thread. */
+struct bd_loop {
+	void (*idle)(void);                        /* after dispatching, before polling */
+	bool (*done)(void);                        /* true: the loop returns 0 */
+	void (*wake)(void);                        /* the generation thread's eventfd fired */
+	void (*signal)(int signo);                 /* each signal read from the signalfd */
+};
+
+int bd_bus_connect(int bus_type, const char *address, const struct bd_bus_objects *o);
+int bd_bus_request_name(void);
+void bd_bus_release(void);
+/* Polls the bus (when connected), the signalfd and the eventfd until lost or done;
+ * returns the exit code. */
+int bd_bus_run(int sfd, const struct bd_loop *l);
+/* Prints the introspection XML of o's interfaces (the installed interface file). */
+void bd_bus_print_interfaces(FILE *f, const struct bd_bus_objects *o);
+
+/* manager.c and bus_request.c: Generate, Chat and Tokenize are the request door's */
 DBusMessage *bd_generate(DBusMessage *msg, bool chat);
 DBusMessage *bd_tokenize(DBusMessage *msg);
-struct bd_request *bd_request_find(const char *path);
-/* For a request path that names no live object: what became of it, in buf. */
-bool bd_request_gone_text(const char *path, char *buf, size_t len);
-void bd_request_list_children(char *buf, size_t len);
-/* Checks the UTF-8 of a string from a client before it can reach any reply. */
-bool bd_utf8_ok(const char *s, size_t len);
-
-/* manager.c */
-void bd_reload_finish(void);   /* the generation thread reported a load result */
-void bd_props_flush(void);
+extern const struct bd_bus_subtree bd_request_objects;
 
 #endif

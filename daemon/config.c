@@ -18,7 +18,7 @@
 #include <iniparser.h>
 #endif
 
-#include "bitnetd.h"
+#include "conf.h"
 #include "cpu.h"
 #include "kernels.h"
 #include "log.h"

@@ -19,10 +19,11 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "bitnetd.h"
 #include "gguf.h"
+#include "guard.h"
 #include "log.h"
 #include "model.h"
+#include "worker.h"
 
 #define GUARD_MAX 4   /* mappings alive at once: the served model and one being loaded */
 

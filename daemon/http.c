@@ -23,6 +23,8 @@
 #include "log.h"
 #include "metrics.h"
 #include "openai.h"
+#include "request.h"
+#include "worker.h"
 
 #define HTTP_MAX_LISTEN 8
 #define HTTP_MAX_KEYS 64
@@ -70,8 +72,10 @@ void bd_http_stream_unref(struct bd_http_stream *s)
 	free(s);
 }
 
-void bd_http_text(struct bd_http_stream *s, const char *t)
+/* The door's side of a request (request.h): text and end go to the connection's stream. */
+static void stream_text(struct bd_request *r, const char *t)
 {
+	struct bd_http_stream *s = r->door_data;
 	size_t l = strlen(t);
 	pthread_mutex_lock(&s->mu);
 	if (s->len + l + 1 > s->cap) {
@@ -93,8 +97,10 @@ void bd_http_text(struct bd_http_stream *s, const char *t)
 	pthread_mutex_unlock(&s->mu);
 }
 
-void bd_http_finished(struct bd_http_stream *s, const struct bd_request *r)
+/* drops the request's reference to the stream */
+static void stream_finished(struct bd_request *r)
 {
+	struct bd_http_stream *s = r->door_data;
 	pthread_mutex_lock(&s->mu);
 	s->finished = true;
 	s->reason = r->st.reason;
@@ -107,10 +113,15 @@ void bd_http_finished(struct bd_http_stream *s, const struct bd_request *r)
 	bd_http_stream_unref(s);
 }
 
-bool bd_http_gone(const struct bd_http_stream *s)
+static bool stream_gone(const struct bd_request *r)
 {
+	const struct bd_http_stream *s = r->door_data;
 	return atomic_load(&s->gone);
 }
+
+/* stopping: a client still waiting gets the request's end, an error */
+const struct bd_door bd_http_door = { stream_text, stream_finished, stream_gone,
+                                      stream_finished };
 
 /* ---- jobs: connection thread -> bus thread ------------------------------------------- */
 

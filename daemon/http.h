@@ -9,9 +9,10 @@
 #ifndef BD_HTTP_H
 #define BD_HTTP_H
 
-#include "bitnetd.h"
+#include "conf.h"
 #include "error.h"
 
+struct bd_door;
 struct bd_http_stream;
 
 /* Starts the listener on cfg's [http] listen addresses (nothing when empty). Errors name
@@ -20,12 +21,9 @@ int bd_http_start(const struct bd_config *cfg, struct bn_error *err);
 void bd_http_stop(void);
 /* Bus thread, on every wake: runs the jobs the connection threads posted. */
 void bd_http_service(void);
-/* Bus thread (the pump): text of r, then its end. bd_http_finished drops the request's
- * reference to the stream. */
-void bd_http_text(struct bd_http_stream *s, const char *text);
-void bd_http_finished(struct bd_http_stream *s, const struct bd_request *r);
-/* True once the client went away (the pump then cancels the request). */
-bool bd_http_gone(const struct bd_http_stream *s);
+/* The door of the requests started through HTTP (request.h); their door_data is the
+ * connection's stream, of which the request holds a reference until it finishes. */
+extern const struct bd_door bd_http_door;
 void bd_http_stream_ref(struct bd_http_stream *s);
 void bd_http_stream_unref(struct bd_http_stream *s);
 

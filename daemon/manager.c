@@ -15,14 +15,16 @@
 #include "error.h"
 #include "kernels.h"
 #include "log.h"
+#include "manager.h"
 #include "model.h"
+#include "notify.h"
 #include "pool.h"
+#include "worker.h"
 
 #ifndef PACKAGE_VERSION
 #define PACKAGE_VERSION "0"
 #endif
 
-static unsigned props_pending;
 static DBusMessage *reload_call;              /* Reload() waiting for the load result */
 static struct bn_kernel_info *kernels;        /* [n_kernels] the plugin directory's contents */
 static size_t n_kernels;
@@ -31,11 +33,6 @@ const char *bd_state_name(enum bd_state s)
 {
 	static const char *names[] = { "loading", "ready", "reloading", "stopping" };
 	return (unsigned)s < 4 ? names[s] : "unknown";
-}
-
-void bd_props_changed(unsigned mask)
-{
-	props_pending |= mask;
 }
 
 void bd_set_state(enum bd_state s)
@@ -229,7 +226,7 @@ static const struct bd_prop manager_props[] = {
 
 void bd_props_flush(void)
 {
-	if (!props_pending || !bd.conn)
+	if (!bd.props_pending || !bd.conn)
 		return;
 	DBusMessage *m = dbus_message_new_signal(BD_PATH, DBUS_INTERFACE_PROPERTIES, "PropertiesChanged");
 	if (!m)
@@ -240,7 +237,7 @@ void bd_props_flush(void)
 	dbus_message_iter_append_basic(&it, DBUS_TYPE_STRING, &iface);
 	dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "{sv}", &d);
 	for (const struct bd_prop *p = manager_props; p->name; p++) {
-		if (!(p->mask & props_pending))
+		if (!(p->mask & bd.props_pending))
 			continue;
 		DBusMessageIter e, v;
 		dbus_message_iter_open_container(&d, DBUS_TYPE_DICT_ENTRY, NULL, &e);
@@ -254,7 +251,7 @@ void bd_props_flush(void)
 	dbus_message_iter_open_container(&it, DBUS_TYPE_ARRAY, "s", &inv);
 	dbus_message_iter_close_container(&it, &inv);
 	bd_send(m);
-	props_pending = 0;
+	bd.props_pending = 0;
 }
 
 /* ---- loading and reloading ---------------------------------------------------------- */

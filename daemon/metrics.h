@@ -2,7 +2,7 @@
 #ifndef BD_METRICS_H
 #define BD_METRICS_H
 
-#include "bitnetd.h"
+#include "request.h"
 
 /* Bus thread, when a request ends (either door): its waits and token times. */
 void bd_metrics_observe(const struct bd_request *r);

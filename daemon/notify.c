@@ -13,8 +13,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "bitnetd.h"
 #include "log.h"
+#include "notify.h"
 
 void bd_notify(const char *fmt, ...)
 {

@@ -12,9 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bitnetd.h"
 #include "http.h"
 #include "openai.h"
 #include "options.h"
+#include "request.h"
 #include "sampler.h"
 #include "stop.h"
 
@@ -188,7 +190,7 @@ void bd_openai_start(struct bd_openai_start *j)
 	}
 	if (body_opts(j, b, &o))
 		return;
-	struct bd_start st = { j->owner, j->chat, NULL, NULL, 0, &o, j->stream };
+	struct bd_start st = { j->owner, j->chat, NULL, NULL, 0, &o, &bd_http_door, j->stream };
 	if (j->chat) {
 		if (!json_object_object_get_ex(b, "messages", &v) || !json_object_is_type(v, json_type_array)) {
 			bad_param(j, "messages: required, an array");
@@ -231,7 +233,7 @@ void bd_openai_start(struct bd_openai_start *j)
 		}
 		st.prompt = json_object_get_string(v);
 	}
-	/* the request holds a reference to the stream from here until bd_http_finished */
+	/* the request holds a reference to the stream from here until it finishes */
 	bd_http_stream_ref(j->stream);
 	if ((j->rc = bd_request_start(&st, &r, &err))) {
 		bd_http_stream_unref(j->stream);

@@ -6,7 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "bitnetd.h"
+#include "sampler.h"
 
 struct bd_http_stream;
 

@@ -7,7 +7,7 @@
 #include <dbus/dbus.h>
 #include <stdbool.h>
 
-#include "bitnetd.h"
+#include "conf.h"
 #include "error.h"
 #include "generate.h"
 #include "stop.h"

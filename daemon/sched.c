@@ -12,10 +12,12 @@
 
 #include "bitnetd.h"
 #include "error.h"
+#include "guard.h"
 #include "kernels.h"
 #include "log.h"
 #include "model.h"
 #include "pool.h"
+#include "request.h"
 #include "sched.h"
 #include "slots.h"
 #include "tokenizer.h"

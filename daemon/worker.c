@@ -18,11 +18,14 @@
 #include "cpu.h"
 #include "error.h"
 #include "gguf.h"
+#include "guard.h"
 #include "kernels.h"
 #include "log.h"
-#include "norms.h"
 #include "model.h"
+#include "norms.h"
+#include "notify.h"
 #include "pool.h"
+#include "request.h"
 #include "sched.h"
 #include "tokenizer.h"
 #include "tokjson.h"
@@ -343,20 +346,4 @@ void bd_worker_stop(void)
 	pthread_mutex_unlock(&bd.lock);
 	pthread_join(w_thread, NULL);
 	w_started = false;
-}
-
-void bd_request_free(struct bd_request *r)
-{
-	if (!r)
-		return;
-	free(r->owner);
-	bd_model_unref(r->m);
-	free(r->text);
-	free(r->specials);
-	free(r->ids);
-	for (size_t i = 0; i < r->n_stops; i++)
-		free(r->stops[i]);
-	free(r->stops);
-	free(r->out);
-	free(r);
 }

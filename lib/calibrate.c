@@ -14,6 +14,7 @@
 #include "model.h"
 #include "pool.h"
 #include "sha256.h"
+#include "stats.h"
 
 #define CALIB_FILE "kernel-calibration"
 #define CALIB_ROUNDS 5              /* rounds; every candidate once per round, medians */
@@ -246,12 +247,6 @@ static double time_pass(struct bn_pool *pool, struct calib_job *j, bool head)
 	return bn_now() - t0;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
 /* Adds every distinct variant of a plugin: the plugin opened with each subset of the
  * optional features masked off. */
 static void add_variants(struct bn_calib *out, struct bn_kernel **ks, const char *dir,
@@ -360,9 +355,8 @@ static int measure(struct bn_calib *out, struct bn_kernel **ks, const struct bn_
 			double sa[CALIB_ROUNDS], sb[CALIB_ROUNDS];
 			memcpy(sa, a, (size_t)got[c] * sizeof(double));
 			memcpy(sb, b, (size_t)got[c] * sizeof(double));
-			qsort(sa, (size_t)got[c], sizeof(double), cmp_double);
-			qsort(sb, (size_t)got[c], sizeof(double), cmp_double);
-			double ma = sa[got[c] / 2], mb = sb[got[c] / 2];
+			double ma = bn_median_upper(sa, (size_t)got[c]);
+			double mb = bn_median_upper(sb, (size_t)got[c]);
 			rw->ternary_gbps = ma > 0 ? tbytes / ma / 1e9 : 0;
 			rw->head_gbps = mb > 0 ? hbytes / mb / 1e9 : 0;
 			rw->ms_token = 1e3 * ((rw->ternary_gbps > 0 ? all_tbytes / (rw->ternary_gbps * 1e9) : 0) +

@@ -17,6 +17,7 @@
 #include "model.h"
 #include "pool.h"
 #include "profile.h"
+#include "stats.h"
 #include "trace.h"
 
 struct bn_ctx {
@@ -680,12 +681,6 @@ int bn_decode(struct bn_ctx *c, const struct bn_batch *b, float *logits, struct 
 	return 0;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
 int bn_ctx_stream_probe(struct bn_ctx *c, int reps, double *ternary_gbps, double *head_gbps)
 {
 	const struct bn_model *m = c->m;
@@ -730,10 +725,8 @@ int bn_ctx_stream_probe(struct bn_ctx *c, int reps, double *ternary_gbps, double
 		rh[r] = f16 ? hb / (t2 - t1) / 1e9 : 0;
 	}
 	c->prof = saved;
-	qsort(rt, (size_t)reps, sizeof(double), cmp_double);
-	qsort(rh, (size_t)reps, sizeof(double), cmp_double);
-	*ternary_gbps = rt[reps / 2];
-	*head_gbps = rh[reps / 2];
+	*ternary_gbps = bn_median_upper(rt, (size_t)reps);
+	*head_gbps = bn_median_upper(rh, (size_t)reps);
 	free(logits);
 	free(rt);
 	free(rh);

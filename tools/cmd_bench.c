@@ -16,24 +16,13 @@
 #include "model.h"
 #include "pool.h"
 #include "profile.h"
+#include "stats.h"
 #include "tools.h"
 
 static void bench_usage(FILE *f)
 {
 	fprintf(f, "usage: bitnet bench --model M [-p 128] [-n 64] [-r 5] [--threads N] [--cpus LIST]\n"
 	           "                    [--plugin NAME] [--parallel K] [--profile] [--json]\n");
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-	qsort(v, (size_t)n, sizeof(double), cmp_d);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 /* Read bandwidth: every pool worker sums its slice of a buffer far larger than the caches. */
@@ -74,7 +63,7 @@ static double read_bandwidth(struct bn_pool *pool, int reps)
 		bn_pool_run(pool, bw_worker, &j);
 		t[r] = (double)bytes / (bn_now() - t0) / 1e9;
 	}
-	double m = median(t, reps);
+	double m = bn_median(t, (size_t)reps);
 	free(t);
 	munmap(buf, bytes);
 	return m;
@@ -166,8 +155,8 @@ static int bench_measure(struct tool_engine *e, const struct bench_cfg *cfg, str
 	if (rc)
 		goto out;
 	res->bw = read_bandwidth(e->pool, 5);
-	res->pp = cfg->np ? median(pp, (int)cfg->reps) : 0;
-	res->tg = cfg->ng ? median(tg, (int)cfg->reps) : 0;
+	res->pp = cfg->np ? bn_median(pp, cfg->reps) : 0;
+	res->tg = cfg->ng ? bn_median(tg, cfg->reps) : 0;
 	res->bpt = bytes_per_token(e->model);
 out:
 	free(tok);

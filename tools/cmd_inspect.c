@@ -153,7 +153,18 @@ static void tokenizer_summary(const struct bn_gguf *g, json_object *j, FILE *txt
 	}
 }
 
-int cmd_inspect(int argc, char **argv)
+/* Returned by inspect_parse to go on; anything else is the exit status. */
+#define INSPECT_GO (-1)
+
+struct inspect_opts {
+	const char *path;             /* the model file */
+	bool json, lnstats;
+	enum bn_gate gate;
+	const char *policy;
+	struct bn_model_opts mo;
+};
+
+static int inspect_parse(int argc, char **argv, struct inspect_opts *o)
 {
 	static const struct option lo[] = {
 		{ "json", no_argument, NULL, 'j' },
@@ -165,27 +176,25 @@ int cmd_inspect(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
-	bool json = false, lnstats = false;
-	enum bn_gate gate = BN_GATE_NONE;
-	const char *policy = NULL;
-	struct bn_model_opts mo = { 0 };
+	memset(o, 0, sizeof(*o));
+	o->gate = BN_GATE_NONE;
 	const char *es = getenv("BITNET_STRICT_MODE"), *er = getenv("BITNET_RESCALE_GAMMA_ON_LOAD");
-	mo.strict = es && !strcmp(es, "1");
-	mo.rescale_gamma = er && !strcmp(er, "1");
+	o->mo.strict = es && !strcmp(es, "1");
+	o->mo.rescale_gamma = er && !strcmp(er, "1");
 	int c;
 	while ((c = getopt_long(argc, argv, "jh", lo, NULL)) != -1) {
 		switch (c) {
-		case 'j': json = true; break;
-		case 'l': lnstats = true; break;
+		case 'j': o->json = true; break;
+		case 'l': o->lnstats = true; break;
 		case 'g':
-			if (bn_gate_parse(optarg, &gate)) {
+			if (bn_gate_parse(optarg, &o->gate)) {
 				tool_error("inspect", "--gate '%s': expected none, warn or strict", optarg);
 				return 2;
 			}
 			break;
-		case 'P': policy = optarg; break;
-		case 'r': mo.rescale_gamma = true; break;
-		case 's': mo.strict = true; break;
+		case 'P': o->policy = optarg; break;
+		case 'r': o->mo.rescale_gamma = true; break;
+		case 's': o->mo.strict = true; break;
 		case 'h': inspect_usage(stdout); return 0;
 		default: inspect_usage(stderr); return 2;
 		}
@@ -194,97 +203,140 @@ int cmd_inspect(int argc, char **argv)
 		inspect_usage(stderr);
 		return 2;
 	}
-	const char *path = argv[optind];
+	o->path = argv[optind];
+	return INSPECT_GO;
+}
+
+/* Bytes of every tensor, and of the ternary ones. */
+struct tensor_bytes {
+	uint64_t total, ternary;
+};
+
+static struct tensor_bytes tensor_bytes(const struct bn_gguf *g)
+{
+	struct tensor_bytes b = { 0, 0 };
+	for (uint64_t i = 0; i < g->n_tensors; i++) {
+		b.total += g->tensors[i].size;
+		if (g->tensors[i].type == BN_TYPE_I2_S || g->tensors[i].type == BN_TYPE_TQ1_0 ||
+		    g->tensors[i].type == BN_TYPE_TQ2_0)
+			b.ternary += g->tensors[i].size;
+	}
+	return b;
+}
+
+static json_object *hparams_json(const struct bn_hparams *hp)
+{
+	json_object *h = json_object_new_object();
+	json_object_object_add(h, "n_embd", json_object_new_int64(hp->n_embd));
+	json_object_object_add(h, "n_ff", json_object_new_int64(hp->n_ff));
+	json_object_object_add(h, "n_layer", json_object_new_int64(hp->n_layer));
+	json_object_object_add(h, "n_head", json_object_new_int64(hp->n_head));
+	json_object_object_add(h, "n_head_kv", json_object_new_int64(hp->n_head_kv));
+	json_object_object_add(h, "head_dim", json_object_new_int64(hp->head_dim));
+	json_object_object_add(h, "n_vocab", json_object_new_int64(hp->n_vocab));
+	json_object_object_add(h, "n_ctx", json_object_new_int64(hp->n_ctx_train));
+	json_object_object_add(h, "rope_freq_base", json_object_new_double(hp->rope_base));
+	json_object_object_add(h, "rms_eps", json_object_new_double(hp->eps));
+	json_object_object_add(h, "ffn", json_object_new_string(hp->silu ? "silu" : "relu2"));
+	json_object_object_add(h, "rope", json_object_new_string(hp->rope_interleaved ?
+	                                                         "interleaved" : "neox"));
+	json_object_object_add(h, "sub_norms", json_object_new_boolean(hp->sub_norms));
+	return h;
+}
+
+static json_object *tensors_json(const struct bn_gguf *g)
+{
+	json_object *ts = json_object_new_array();
+	for (uint64_t i = 0; i < g->n_tensors; i++) {
+		const struct bn_gguf_tensor *t = &g->tensors[i];
+		json_object *o = json_object_new_object(), *sh = json_object_new_array();
+		json_object_object_add(o, "name", json_object_new_string(t->name));
+		json_object_object_add(o, "type", json_object_new_string(bn_ggml_type_name(t->type)));
+		for (uint32_t d = 0; d < t->n_dims; d++)
+			json_object_array_add(sh, json_object_new_int64((int64_t)t->ne[d]));
+		json_object_object_add(o, "shape", sh);
+		json_object_object_add(o, "bytes", json_object_new_int64((int64_t)t->size));
+		json_object_object_add(o, "offset", json_object_new_int64((int64_t)(g->data_offset + t->offset)));
+		json_object_array_add(ts, o);
+	}
+	return ts;
+}
+
+static void inspect_json(const struct bn_model *m, const char *path)
+{
+	const struct bn_gguf *g = bn_model_gguf(m);
+	const struct bn_hparams *hp = bn_model_hparams(m);
+	struct tensor_bytes b = tensor_bytes(g);
+	json_object *j = json_object_new_object();
+	json_object_object_add(j, "path", json_object_new_string(path));
+	json_object_object_add(j, "file_size", json_object_new_int64((int64_t)g->size));
+	json_object_object_add(j, "gguf_version", json_object_new_int(g->version));
+	json_object_object_add(j, "architecture", json_object_new_string(hp->arch_name));
+	json_object_object_add(j, "hparams", hparams_json(hp));
+	json_object_object_add(j, "weight_type", json_object_new_string(bn_model_weight_type(m)));
+	tokenizer_summary(g, j, NULL);
+	json_object_object_add(j, "tensors", tensors_json(g));
+	json_object_object_add(j, "tensor_bytes", json_object_new_int64((int64_t)b.total));
+	json_object_object_add(j, "ternary_bytes", json_object_new_int64((int64_t)b.ternary));
+	json_object_object_add(j, "corrections", corrections_json(m));
+	puts(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
+	json_object_put(j);
+}
+
+static void inspect_text(const struct bn_model *m, const char *path)
+{
+	const struct bn_gguf *g = bn_model_gguf(m);
+	const struct bn_hparams *hp = bn_model_hparams(m);
+	struct tensor_bytes b = tensor_bytes(g);
+	printf("file: %s (%zu bytes, GGUF v%u)\n", path, g->size, g->version);
+	printf("architecture: %s (FFN %s, %s, RoPE %s)\n", hp->arch_name,
+	       hp->silu ? "SiLU" : "squared ReLU", hp->sub_norms ? "sub-norms" : "no sub-norms",
+	       hp->rope_interleaved ? "interleaved" : "NEOX");
+	printf("width %u, ff %u, layers %u, heads %u / kv %u (head dim %u), vocab %u, context %u\n",
+	       hp->n_embd, hp->n_ff, hp->n_layer, hp->n_head, hp->n_head_kv, hp->head_dim,
+	       hp->n_vocab, hp->n_ctx_train);
+	printf("rope base %g, rms eps %g, projections %s\n", (double)hp->rope_base,
+	       (double)hp->eps, bn_model_weight_type(m));
+	tokenizer_summary(g, NULL, stdout);
+	printf("\n%-32s %-6s %-18s %12s %12s\n", "tensor", "type", "shape", "bytes", "offset");
+	for (uint64_t i = 0; i < g->n_tensors; i++) {
+		const struct bn_gguf_tensor *t = &g->tensors[i];
+		char shape[64] = "";
+		size_t u = 0;
+		for (uint32_t d = 0; d < t->n_dims && u < sizeof(shape); d++)
+			u += (size_t)snprintf(shape + u, sizeof(shape) - u, "%s%llu", d ? " x " : "",
+			                      (unsigned long long)t->ne[d]);
+		printf("%-32s %-6s %-18s %12llu %12llu\n", t->name, bn_ggml_type_name(t->type), shape,
+		       (unsigned long long)t->size,
+		       (unsigned long long)(g->data_offset + t->offset));
+	}
+	printf("\n%llu tensors, %llu bytes (%llu ternary)\n", (unsigned long long)g->n_tensors,
+	       (unsigned long long)b.total, (unsigned long long)b.ternary);
+}
+
+int cmd_inspect(int argc, char **argv)
+{
+	struct inspect_opts o;
+	int rc = inspect_parse(argc, argv, &o);
+	if (rc != INSPECT_GO)
+		return rc;
 	struct bn_error err = { 0 };
 	struct bn_model *m;
-	if (bn_model_load(&m, path, &mo, &err)) {
+	if (bn_model_load(&m, o.path, &o.mo, &err)) {
 		tool_error("inspect", "%s", err.msg);
 		return 1;
 	}
-	if (lnstats) {
-		if (mo.strict && gate == BN_GATE_WARN)
-			gate = BN_GATE_STRICT;   /* strict mode turns gate warnings into failures */
-		int st = ln_stats(m, gate, policy, json);
-		bn_model_free(m);
-		return st;
-	}
-	const struct bn_hparams *hp = bn_model_hparams(m);
-	const struct bn_gguf *g = bn_model_gguf(m);
-	uint64_t total = 0, ternary = 0;
-	for (uint64_t i = 0; i < g->n_tensors; i++) {
-		total += g->tensors[i].size;
-		if (g->tensors[i].type == BN_TYPE_I2_S || g->tensors[i].type == BN_TYPE_TQ1_0 ||
-		    g->tensors[i].type == BN_TYPE_TQ2_0)
-			ternary += g->tensors[i].size;
-	}
-	if (json) {
-		json_object *j = json_object_new_object(), *h = json_object_new_object();
-		json_object_object_add(j, "path", json_object_new_string(path));
-		json_object_object_add(j, "file_size", json_object_new_int64((int64_t)g->size));
-		json_object_object_add(j, "gguf_version", json_object_new_int(g->version));
-		json_object_object_add(j, "architecture", json_object_new_string(hp->arch_name));
-		json_object_object_add(h, "n_embd", json_object_new_int64(hp->n_embd));
-		json_object_object_add(h, "n_ff", json_object_new_int64(hp->n_ff));
-		json_object_object_add(h, "n_layer", json_object_new_int64(hp->n_layer));
-		json_object_object_add(h, "n_head", json_object_new_int64(hp->n_head));
-		json_object_object_add(h, "n_head_kv", json_object_new_int64(hp->n_head_kv));
-		json_object_object_add(h, "head_dim", json_object_new_int64(hp->head_dim));
-		json_object_object_add(h, "n_vocab", json_object_new_int64(hp->n_vocab));
-		json_object_object_add(h, "n_ctx", json_object_new_int64(hp->n_ctx_train));
-		json_object_object_add(h, "rope_freq_base", json_object_new_double(hp->rope_base));
-		json_object_object_add(h, "rms_eps", json_object_new_double(hp->eps));
-		json_object_object_add(h, "ffn", json_object_new_string(hp->silu ? "silu" : "relu2"));
-		json_object_object_add(h, "rope", json_object_new_string(hp->rope_interleaved ?
-		                                                         "interleaved" : "neox"));
-		json_object_object_add(h, "sub_norms", json_object_new_boolean(hp->sub_norms));
-		json_object_object_add(j, "hparams", h);
-		json_object_object_add(j, "weight_type", json_object_new_string(bn_model_weight_type(m)));
-		tokenizer_summary(g, j, NULL);
-		json_object *ts = json_object_new_array();
-		for (uint64_t i = 0; i < g->n_tensors; i++) {
-			const struct bn_gguf_tensor *t = &g->tensors[i];
-			json_object *o = json_object_new_object(), *sh = json_object_new_array();
-			json_object_object_add(o, "name", json_object_new_string(t->name));
-			json_object_object_add(o, "type", json_object_new_string(bn_ggml_type_name(t->type)));
-			for (uint32_t d = 0; d < t->n_dims; d++)
-				json_object_array_add(sh, json_object_new_int64((int64_t)t->ne[d]));
-			json_object_object_add(o, "shape", sh);
-			json_object_object_add(o, "bytes", json_object_new_int64((int64_t)t->size));
-			json_object_object_add(o, "offset", json_object_new_int64((int64_t)(g->data_offset + t->offset)));
-			json_object_array_add(ts, o);
-		}
-		json_object_object_add(j, "tensors", ts);
-		json_object_object_add(j, "tensor_bytes", json_object_new_int64((int64_t)total));
-		json_object_object_add(j, "ternary_bytes", json_object_new_int64((int64_t)ternary));
-		json_object_object_add(j, "corrections", corrections_json(m));
-		puts(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
-		json_object_put(j);
+	if (o.lnstats) {
+		if (o.mo.strict && o.gate == BN_GATE_WARN)
+			o.gate = BN_GATE_STRICT;   /* strict mode turns gate warnings into failures */
+		rc = ln_stats(m, o.gate, o.policy, o.json);
+	} else if (o.json) {
+		inspect_json(m, o.path);
+		rc = 0;
 	} else {
-		printf("file: %s (%zu bytes, GGUF v%u)\n", path, g->size, g->version);
-		printf("architecture: %s (FFN %s, %s, RoPE %s)\n", hp->arch_name,
-		       hp->silu ? "SiLU" : "squared ReLU", hp->sub_norms ? "sub-norms" : "no sub-norms",
-		       hp->rope_interleaved ? "interleaved" : "NEOX");
-		printf("width %u, ff %u, layers %u, heads %u / kv %u (head dim %u), vocab %u, context %u\n",
-		       hp->n_embd, hp->n_ff, hp->n_layer, hp->n_head, hp->n_head_kv, hp->head_dim,
-		       hp->n_vocab, hp->n_ctx_train);
-		printf("rope base %g, rms eps %g, projections %s\n", (double)hp->rope_base,
-		       (double)hp->eps, bn_model_weight_type(m));
-		tokenizer_summary(g, NULL, stdout);
-		printf("\n%-32s %-6s %-18s %12s %12s\n", "tensor", "type", "shape", "bytes", "offset");
-		for (uint64_t i = 0; i < g->n_tensors; i++) {
-			const struct bn_gguf_tensor *t = &g->tensors[i];
-			char shape[64] = "";
-			size_t u = 0;
-			for (uint32_t d = 0; d < t->n_dims && u < sizeof(shape); d++)
-				u += (size_t)snprintf(shape + u, sizeof(shape) - u, "%s%llu", d ? " x " : "",
-				                      (unsigned long long)t->ne[d]);
-			printf("%-32s %-6s %-18s %12llu %12llu\n", t->name, bn_ggml_type_name(t->type), shape,
-			       (unsigned long long)t->size,
-			       (unsigned long long)(g->data_offset + t->offset));
-		}
-		printf("\n%llu tensors, %llu bytes (%llu ternary)\n", (unsigned long long)g->n_tensors,
-		       (unsigned long long)total, (unsigned long long)ternary);
+		inspect_text(m, o.path);
+		rc = 0;
 	}
 	bn_model_free(m);
-	return 0;
+	return rc;
 }

@@ -207,7 +207,10 @@ static void ppl_print(const struct tool_engine *e, const struct ppl_cfg *cfg,
 	       cfg->chunk, (unsigned long long)r->acc.n);
 }
 
-int cmd_perplexity(int argc, char **argv)
+/* Returned by the steps below to go on; anything else is the exit status. */
+#define PPL_GO (-1)
+
+static int ppl_parse(int argc, char **argv, struct tool_engine_opts *eo, struct ppl_cfg *cfg)
 {
 	static const struct option lo[] = {
 		TOOL_ENGINE_LONGOPTS,
@@ -218,128 +221,156 @@ int cmd_perplexity(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
-	struct tool_engine_opts eo;
-	tool_engine_opts_init(&eo);
-	struct ppl_cfg cfg = { 0 };
+	tool_engine_opts_init(eo);
+	memset(cfg, 0, sizeof(*cfg));
 	unsigned long v;
 	int c, r;
 	while ((c = getopt_long(argc, argv, "m:t:f:jh", lo, NULL)) != -1) {
-		if ((r = tool_engine_opt("perplexity", &eo, c, optarg))) {
+		if ((r = tool_engine_opt("perplexity", eo, c, optarg))) {
 			if (r < 0)
 				return 2;
 			continue;
 		}
 		switch (c) {
-		case 'f': cfg.file = optarg; break;
+		case 'f': cfg->file = optarg; break;
 		case 's':
 			if (!tool_parse_uint("perplexity", "--stride", optarg, 1, 1u << 30, &v))
 				return 2;
-			cfg.stride = (uint32_t)v;
+			cfg->stride = (uint32_t)v;
 			break;
 		case 'b':
 			if (!tool_parse_uint("perplexity", "--batch", optarg, 1, 65536, &v))
 				return 2;
-			cfg.batch = (uint32_t)v;
+			cfg->batch = (uint32_t)v;
 			break;
-		case 'j': cfg.json = true; break;
+		case 'j': cfg->json = true; break;
 		case 'h': perplexity_usage(stdout); return 0;
 		default: perplexity_usage(stderr); return 2;
 		}
 	}
-	if (!cfg.file || optind != argc) {
+	if (!cfg->file || optind != argc) {
 		perplexity_usage(stderr);
 		return 2;
 	}
 	/* Position ctx/2 .. ctx-2 are scored: fewer than 3 tokens a chunk scores nothing. */
-	if (eo.n_ctx && eo.n_ctx < 3) {
+	if (eo->n_ctx && eo->n_ctx < 3) {
 		tool_error("perplexity", "--ctx %u: a chunk needs at least 3 tokens (its second half "
-		           "is scored)", eo.n_ctx);
+		           "is scored)", eo->n_ctx);
 		return 2;
 	}
+	/* The context holds one chunk; its batch size is the most tokens of one pass. */
+	uint32_t want_batch = cfg->batch ? cfg->batch : PPL_DEFAULT_CTX;
+	if (eo->n_ctx && want_batch > eo->n_ctx)
+		want_batch = eo->n_ctx;
+	eo->n_batch = want_batch;
+	return PPL_GO;
+}
+
+/* The file as the model's tokens. */
+struct ppl_text {
+	struct bn_vocab vocab;
+	struct bn_tokenizer *tok;
+	int32_t *ids;                 /* [n_ids] */
+	size_t n_ids;
+	int32_t bos;                  /* -1: the tokenizer adds none */
+};
+
+/* Tokenizes text [len] with the model's vocabulary; 0, or 1 after printing why. */
+static int ppl_tokenize(const struct tool_engine *e, const struct ppl_cfg *cfg, const char *text,
+                        size_t len, struct ppl_text *t)
+{
+	const struct bn_hparams *hp = bn_model_hparams(e->model);
+	struct bn_error err = { 0 };
+	if (bn_vocab_from_gguf(&t->vocab, bn_model_gguf(e->model), &err) ||
+	    bn_tokenizer_new(&t->tok, &t->vocab, hp->arch_name, &err)) {
+		tool_error("perplexity", "%s: %s", bn_model_path(e->model), err.msg);
+		return 1;
+	}
+	bool add_bos = bn_tokenizer_add_bos(t->tok);
+	t->bos = add_bos ? bn_tokenizer_bos(t->tok) : -1;
+	if (bn_tokenize(t->tok, text, len, add_bos, false, &t->ids, &t->n_ids, &err)) {
+		tool_error("perplexity", "%s: %s", cfg->file, err.msg);
+		return 1;
+	}
+	for (size_t i = 0; i < t->n_ids; i++) {
+		if (t->ids[i] < 0 || (uint32_t)t->ids[i] >= hp->n_vocab) {
+			tool_error("perplexity", "%s: token %d is outside the model's vocabulary (%u)",
+			           cfg->file, t->ids[i], hp->n_vocab);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* Chunk, stride and batch for n_ids tokens, announced on stderr; 0, or 1 after printing
+ * why the text cannot be scored. */
+static int ppl_plan(const struct tool_engine *e, uint32_t ctx_opt, struct ppl_cfg *cfg,
+                    size_t n_ids, struct ppl_res *res)
+{
+	const struct bn_hparams *hp = bn_model_hparams(e->model);
+	cfg->chunk = ctx_opt;
+	if (!cfg->chunk) {
+		uint32_t nc = bn_ctx_n_ctx(e->ctx);
+		cfg->chunk = nc < PPL_DEFAULT_CTX ? nc : PPL_DEFAULT_CTX;
+	}
+	if (cfg->chunk < 3) {
+		tool_error("perplexity", "the model's context of %u tokens is too short to score",
+		           cfg->chunk);
+		return 1;
+	}
+	if (hp->n_ctx_train && cfg->chunk > hp->n_ctx_train)
+		fprintf(stderr, "bitnet perplexity: warning: --ctx %u exceeds the model's training "
+		        "context of %u\n", cfg->chunk, hp->n_ctx_train);
+	cfg->stride = cfg->stride ? cfg->stride : cfg->chunk;
+	cfg->batch = bn_ctx_n_batch(e->ctx) < cfg->chunk ? bn_ctx_n_batch(e->ctx) : cfg->chunk;
+	res->n_tokens = n_ids;
+	if (n_ids < cfg->chunk) {
+		tool_error("perplexity", "%s: %zu tokens are fewer than one chunk of %u (--ctx); "
+		           "give a longer text or a smaller --ctx", cfg->file, n_ids, cfg->chunk);
+		return 1;
+	}
+	res->n_chunks = (uint32_t)((n_ids - cfg->chunk) / cfg->stride + 1);
+	fprintf(stderr, "bitnet perplexity: %s: %zu tokens, %u chunk%s of %u (stride %u, %u "
+	        "scored each), plugin %s, %u thread%s\n", cfg->file, n_ids, res->n_chunks,
+	        res->n_chunks == 1 ? "" : "s", cfg->chunk, cfg->stride, cfg->chunk - 1 - cfg->chunk / 2,
+	        e->kernel->info.name, bn_pool_size(e->pool), bn_pool_size(e->pool) == 1 ? "" : "s");
+	return 0;
+}
+
+int cmd_perplexity(int argc, char **argv)
+{
+	struct tool_engine_opts eo;
+	struct ppl_cfg cfg;
+	int rc = ppl_parse(argc, argv, &eo, &cfg);
+	if (rc != PPL_GO)
+		return rc;
 	size_t len = 0;
 	char *text = slurp(cfg.file, &len);
 	if (!text) {
 		tool_error("perplexity", "cannot read --file %s: %s", cfg.file, strerror(errno));
 		return 1;
 	}
-	/* The context holds one chunk; its batch size is the most tokens of one pass. */
-	uint32_t want_batch = cfg.batch ? cfg.batch : PPL_DEFAULT_CTX;
-	if (eo.n_ctx && want_batch > eo.n_ctx)
-		want_batch = eo.n_ctx;
-	eo.n_batch = want_batch;
 	struct tool_engine e;
-	if ((r = tool_engine_open("perplexity", &eo, &e))) {
+	if ((rc = tool_engine_open("perplexity", &eo, &e))) {
 		free(text);
-		return r;
+		return rc;
 	}
-	const struct bn_hparams *hp = bn_model_hparams(e.model);
-	struct bn_vocab vocab = { 0 };
-	struct bn_tokenizer *tok = NULL;
-	struct bn_error err = { 0 };
-	int32_t *ids = NULL;
-	size_t n_ids = 0;
+	struct ppl_text t = { 0 };
 	struct ppl_res res;
 	memset(&res, 0, sizeof(res));
-	int rc = 0;
-	if (bn_vocab_from_gguf(&vocab, bn_model_gguf(e.model), &err) ||
-	    bn_tokenizer_new(&tok, &vocab, hp->arch_name, &err)) {
-		tool_error("perplexity", "%s: %s", bn_model_path(e.model), err.msg);
-		rc = 1;
-		goto out;
-	}
-	bool add_bos = bn_tokenizer_add_bos(tok);
-	int32_t bos = add_bos ? bn_tokenizer_bos(tok) : -1;
-	if (bn_tokenize(tok, text, len, add_bos, false, &ids, &n_ids, &err)) {
-		tool_error("perplexity", "%s: %s", cfg.file, err.msg);
-		rc = 1;
-		goto out;
-	}
-	for (size_t i = 0; i < n_ids; i++) {
-		if (ids[i] < 0 || (uint32_t)ids[i] >= hp->n_vocab) {
-			tool_error("perplexity", "%s: token %d is outside the model's vocabulary (%u)",
-			           cfg.file, ids[i], hp->n_vocab);
+	struct bn_error err = { 0 };
+	if (!(rc = ppl_tokenize(&e, &cfg, text, len, &t)) &&
+	    !(rc = ppl_plan(&e, eo.n_ctx, &cfg, t.n_ids, &res))) {
+		if ((rc = ppl_run(&e, &cfg, t.ids, t.n_ids, t.bos, &res, &err))) {
+			tool_error("perplexity", "%s", err.msg);
 			rc = 1;
-			goto out;
+		} else {
+			ppl_print(&e, &cfg, &res);
 		}
 	}
-	cfg.chunk = eo.n_ctx;
-	if (!cfg.chunk) {
-		uint32_t nc = bn_ctx_n_ctx(e.ctx);
-		cfg.chunk = nc < PPL_DEFAULT_CTX ? nc : PPL_DEFAULT_CTX;
-	}
-	if (cfg.chunk < 3) {
-		tool_error("perplexity", "the model's context of %u tokens is too short to score",
-		           cfg.chunk);
-		rc = 1;
-		goto out;
-	}
-	if (hp->n_ctx_train && cfg.chunk > hp->n_ctx_train)
-		fprintf(stderr, "bitnet perplexity: warning: --ctx %u exceeds the model's training "
-		        "context of %u\n", cfg.chunk, hp->n_ctx_train);
-	cfg.stride = cfg.stride ? cfg.stride : cfg.chunk;
-	cfg.batch = bn_ctx_n_batch(e.ctx) < cfg.chunk ? bn_ctx_n_batch(e.ctx) : cfg.chunk;
-	res.n_tokens = n_ids;
-	if (n_ids < cfg.chunk) {
-		tool_error("perplexity", "%s: %zu tokens are fewer than one chunk of %u (--ctx); "
-		           "give a longer text or a smaller --ctx", cfg.file, n_ids, cfg.chunk);
-		rc = 1;
-		goto out;
-	}
-	res.n_chunks = (uint32_t)((n_ids - cfg.chunk) / cfg.stride + 1);
-	fprintf(stderr, "bitnet perplexity: %s: %zu tokens, %u chunk%s of %u (stride %u, %u "
-	        "scored each), plugin %s, %u thread%s\n", cfg.file, n_ids, res.n_chunks,
-	        res.n_chunks == 1 ? "" : "s", cfg.chunk, cfg.stride, cfg.chunk - 1 - cfg.chunk / 2,
-	        e.kernel->info.name, bn_pool_size(e.pool), bn_pool_size(e.pool) == 1 ? "" : "s");
-	if ((rc = ppl_run(&e, &cfg, ids, n_ids, bos, &res, &err))) {
-		tool_error("perplexity", "%s", err.msg);
-		rc = 1;
-		goto out;
-	}
-	ppl_print(&e, &cfg, &res);
-out:
-	free(ids);
-	bn_tokenizer_free(tok);
-	bn_vocab_free(&vocab);
+	free(t.ids);
+	bn_tokenizer_free(t.tok);
+	bn_vocab_free(&t.vocab);
 	free(text);
 	tool_engine_close(&e);
 	return rc;

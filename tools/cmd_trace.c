@@ -327,7 +327,30 @@ static int tr_compare(const struct tracer *t, const char *path, json_object *oth
 
 /* ---- the verb ---------------------------------------------------------------------- */
 
-int cmd_trace(int argc, char **argv)
+/* Returned by the steps below to go on; anything else is the exit status. */
+#define TRACE_GO (-1)
+
+struct trace_opts {
+	struct tool_engine_opts eo;
+	const char *tokens, *prompt, *compare;
+	bool json;
+	double tol;                   /* --tolerance, relative */
+};
+
+/* One trace: the tokens, the engine that runs them and what the pass reported. */
+struct trace_run {
+	json_object *other;           /* --compare's trace */
+	int32_t *tok;                 /* [n] the tokens traced */
+	int32_t *otok;                /* [on] the other trace's tokens */
+	uint32_t n, on;
+	struct tool_engine e;
+	struct bn_vocab vocab;        /* --prompt only */
+	struct bn_tokenizer *tk;
+	struct bn_error err;
+	struct tracer t;
+};
+
+static int trace_parse(int argc, char **argv, struct trace_opts *o)
 {
 	static const struct option lo[] = {
 		TOOL_ENGINE_LONGOPTS,
@@ -339,28 +362,26 @@ int cmd_trace(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
-	struct tool_engine_opts eo;
-	tool_engine_opts_init(&eo);
-	const char *tokens = NULL, *prompt = NULL, *compare = NULL;
-	bool json = false;
-	double tol = 1e-3;
+	memset(o, 0, sizeof(*o));
+	tool_engine_opts_init(&o->eo);
+	o->tol = 1e-3;
 	int c, r;
 	while ((c = getopt_long(argc, argv, "m:t:k:p:jh", lo, NULL)) != -1) {
-		if ((r = tool_engine_opt("trace", &eo, c, optarg))) {
+		if ((r = tool_engine_opt("trace", &o->eo, c, optarg))) {
 			if (r < 0)
 				return 2;
 			continue;
 		}
 		switch (c) {
-		case 'k': tokens = optarg; break;
-		case 'p': prompt = optarg; break;
-		case 'j': json = true; break;
-		case 'c': compare = optarg; break;
+		case 'k': o->tokens = optarg; break;
+		case 'p': o->prompt = optarg; break;
+		case 'j': o->json = true; break;
+		case 'c': o->compare = optarg; break;
 		case 'T': {
 			char *end;
 			errno = 0;
-			tol = strtod(optarg, &end);
-			if (!*optarg || *end || errno || !(tol >= 0) || !isfinite(tol)) {
+			o->tol = strtod(optarg, &end);
+			if (!*optarg || *end || errno || !(o->tol >= 0) || !isfinite(o->tol)) {
 				tool_error("trace", "--tolerance '%s': expected a number >= 0", optarg);
 				return 2;
 			}
@@ -370,100 +391,113 @@ int cmd_trace(int argc, char **argv)
 		default: trace_usage(stderr); return 2;
 		}
 	}
-	if (optind != argc || (tokens && prompt) || (!tokens && !prompt && !compare)) {
+	if (optind != argc || (o->tokens && o->prompt) || (!o->tokens && !o->prompt && !o->compare)) {
 		trace_usage(stderr);
 		return 2;
 	}
-	if (json && compare) {
+	if (o->json && o->compare) {
 		tool_error("trace", "--json and --compare: choose one (write the trace with --json, "
 		           "compare a later run against it)");
 		return 2;
 	}
-	json_object *other = NULL;
-	if (compare) {
-		other = json_object_from_file(compare);
-		if (!other || !json_object_is_type(other, json_type_object)) {
-			const char *why = other ? "not a JSON object" : json_util_get_last_err();
+	return TRACE_GO;
+}
+
+/* What is known before the engine opens: the other trace and the tokens of both. */
+static int trace_inputs(const struct trace_opts *o, struct trace_run *s)
+{
+	if (o->compare) {
+		s->other = json_object_from_file(o->compare);
+		if (!s->other || !json_object_is_type(s->other, json_type_object)) {
+			const char *why = s->other ? "not a JSON object" : json_util_get_last_err();
 			size_t wl = why ? strcspn(why, "\n") : 0;   /* json-c ends it with a newline */
-			tool_error("trace", "cannot read %s: %.*s", compare, (int)wl, why ? why : "");
-			json_object_put(other);
+			tool_error("trace", "cannot read %s: %.*s", o->compare, (int)wl, why ? why : "");
 			return 1;
 		}
 	}
-	int32_t *tok = NULL, *otok = NULL;
-	uint32_t n = 0, on = 0;
-	if (tokens && tool_parse_tokens(tokens, &tok, &n)) {
-		tool_error("trace", "--tokens '%s': expected comma-separated integers", tokens);
-		json_object_put(other);
+	if (o->tokens && tool_parse_tokens(o->tokens, &s->tok, &s->n)) {
+		tool_error("trace", "--tokens '%s': expected comma-separated integers", o->tokens);
 		return 2;
 	}
-	if (other && other_tokens(compare, other, &otok, &on)) {
-		free(tok);
-		json_object_put(other);
+	if (s->other && other_tokens(o->compare, s->other, &s->otok, &s->on))
 		return 1;
-	}
-	struct tool_engine e;
-	memset(&e, 0, sizeof(e));
-	struct bn_vocab vocab = { 0 };
-	struct bn_tokenizer *tk = NULL;
-	struct bn_error err = { 0 };
-	struct tracer t = { 0 };
-	float *logits = NULL;
-	uint32_t *pos = NULL, *seq = NULL;
-	bool *want = NULL;
-	int rc = 0;
-	/* the batch must hold the whole list, known only after tokenizing a prompt */
-	eo.n_batch = prompt ? (uint32_t)strlen(prompt) + 2 : tokens ? n : on;
-	if ((r = tool_engine_open("trace", &eo, &e))) {
-		rc = r;
-		goto out;
-	}
-	const struct bn_hparams *hp = bn_model_hparams(e.model);
-	if (prompt) {
+	return TRACE_GO;
+}
+
+/* The tokens traced: --tokens, the prompt tokenized, or the other trace's; they must fit
+ * one batch and equal the other trace's. */
+static int trace_tokens(const struct trace_opts *o, struct trace_run *s)
+{
+	if (o->prompt) {
+		const struct bn_hparams *hp = bn_model_hparams(s->e.model);
 		size_t nid = 0;
-		if (bn_vocab_from_gguf(&vocab, bn_model_gguf(e.model), &err) ||
-		    bn_tokenizer_new(&tk, &vocab, hp->arch_name, &err) ||
-		    bn_tokenize(tk, prompt, strlen(prompt), bn_tokenizer_add_bos(tk), false, &tok, &nid,
-		                &err)) {
-			tool_error("trace", "%s: %s", bn_model_path(e.model), err.msg);
-			rc = 1;
-			goto out;
+		if (bn_vocab_from_gguf(&s->vocab, bn_model_gguf(s->e.model), &s->err) ||
+		    bn_tokenizer_new(&s->tk, &s->vocab, hp->arch_name, &s->err) ||
+		    bn_tokenize(s->tk, o->prompt, strlen(o->prompt), bn_tokenizer_add_bos(s->tk), false,
+		                &s->tok, &nid, &s->err)) {
+			tool_error("trace", "%s: %s", bn_model_path(s->e.model), s->err.msg);
+			return 1;
 		}
-		n = (uint32_t)nid;
-	} else if (!tokens) {
-		tok = otok;
-		otok = NULL;
-		n = on;
+		s->n = (uint32_t)nid;
+	} else if (!o->tokens) {
+		s->tok = s->otok;
+		s->otok = NULL;
+		s->n = s->on;
 	}
-	if (!n || n > bn_ctx_n_batch(e.ctx)) {
-		tool_error("trace", "%u tokens: expected 1..%u", n, bn_ctx_n_batch(e.ctx));
-		rc = 2;
-		goto out;
+	if (!s->n || s->n > bn_ctx_n_batch(s->e.ctx)) {
+		tool_error("trace", "%u tokens: expected 1..%u", s->n, bn_ctx_n_batch(s->e.ctx));
+		return 2;
 	}
-	if (otok && on != n) {
-		tool_error("trace", "%u tokens here, %u in %s: compare traces of the same tokens", n,
-		           on, compare);
-		rc = 2;
-		goto out;
+	if (s->otok && s->on != s->n) {
+		tool_error("trace", "%u tokens here, %u in %s: compare traces of the same tokens", s->n,
+		           s->on, o->compare);
+		return 2;
 	}
-	for (uint32_t i = 0; otok && i < n; i++) {
-		if (otok[i] != tok[i]) {
+	for (uint32_t i = 0; s->otok && i < s->n; i++) {
+		if (s->otok[i] != s->tok[i]) {
 			tool_error("trace", "token %u is %d here, %d in %s: compare traces of the same "
-			           "tokens", i, tok[i], otok[i], compare);
-			rc = 2;
-			goto out;
+			           "tokens", i, s->tok[i], s->otok[i], o->compare);
+			return 2;
 		}
 	}
-	t.n_layer = hp->n_layer;
-	t.n_tok = n;
+	return 0;
+}
+
+/* Every point of the pass must have reported (a missed hook is a bug, not a zero). */
+static int trace_check_seen(const struct tracer *t)
+{
+	uint32_t l;
+	unsigned op;
+	tr_first(t, &l, &op);
+	do {
+		for (uint32_t i = 0; i < t->n_tok; i++) {
+			if (!t->seen[tr_index(t, l, op, i)]) {
+				tool_error("trace", "no values for layer %u op %s position %u", l,
+				           bn_trace_op_name(op), i);
+				return 1;
+			}
+		}
+	} while (tr_next(t, &l, &op));
+	return 0;
+}
+
+/* Runs the tokens as one batch with the tracer hooked in. 0, or 1 after printing why. */
+static int trace_pass(struct trace_run *s)
+{
+	const struct bn_hparams *hp = bn_model_hparams(s->e.model);
+	uint32_t n = s->n;
+	struct tracer *t = &s->t;
+	t->n_layer = hp->n_layer;
+	t->n_tok = n;
 	size_t cells = ((size_t)hp->n_layer + 1) * BN_TRACE_N * n;
-	t.st = calloc(cells, sizeof(*t.st));
-	t.seen = calloc(cells, sizeof(*t.seen));
-	logits = malloc((size_t)n * hp->n_vocab * sizeof(float));   /* [n][n_vocab] */
-	pos = malloc(n * sizeof(uint32_t));
-	seq = calloc(n, sizeof(uint32_t));
-	want = malloc(n * sizeof(bool));
-	if (!t.st || !t.seen || !logits || !pos || !seq || !want) {
+	t->st = calloc(cells, sizeof(*t->st));
+	t->seen = calloc(cells, sizeof(*t->seen));
+	float *logits = malloc((size_t)n * hp->n_vocab * sizeof(float));   /* [n][n_vocab] */
+	uint32_t *pos = malloc(n * sizeof(uint32_t));                      /* [n] */
+	uint32_t *seq = calloc(n, sizeof(uint32_t));                       /* [n] */
+	bool *want = malloc(n * sizeof(bool));                             /* [n] */
+	int rc = 0;
+	if (!t->st || !t->seen || !logits || !pos || !seq || !want) {
 		tool_error("trace", "out of memory");
 		rc = 1;
 		goto out;
@@ -472,53 +506,62 @@ int cmd_trace(int argc, char **argv)
 		pos[i] = i;
 		want[i] = true;
 	}
-	struct bn_trace_sink sink = { tr_sink, &t };
-	bn_ctx_set_trace(e.ctx, &sink);
-	struct bn_batch b = { n, tok, pos, seq, want };
-	rc = bn_decode(e.ctx, &b, logits, &err);
-	bn_ctx_set_trace(e.ctx, NULL);
+	struct bn_trace_sink sink = { tr_sink, t };
+	bn_ctx_set_trace(s->e.ctx, &sink);
+	struct bn_batch b = { n, s->tok, pos, seq, want };
+	rc = bn_decode(s->e.ctx, &b, logits, &s->err);
+	bn_ctx_set_trace(s->e.ctx, NULL);
 	if (rc) {
-		tool_error("trace", "%s", err.msg);
-		rc = 1;
-		goto out;
-	}
-	/* every point of the pass must have reported (a missed hook is a bug, not a zero) */
-	uint32_t l;
-	unsigned op;
-	tr_first(&t, &l, &op);
-	do {
-		for (uint32_t i = 0; i < n; i++) {
-			if (!t.seen[tr_index(&t, l, op, i)]) {
-				tool_error("trace", "no values for layer %u op %s position %u", l,
-				           bn_trace_op_name(op), i);
-				rc = 1;
-				goto out;
-			}
-		}
-	} while (tr_next(&t, &l, &op));
-	if (compare) {
-		rc = tr_compare(&t, compare, other, tol);
-	} else if (json) {
-		tr_json(&e, &t, tok, eo.rescale_gamma);
-	} else {
-		tr_table(&t);
-	}
-	if (fflush(stdout)) {
-		tool_error("trace", "cannot write the output: %s", strerror(errno));
+		tool_error("trace", "%s", s->err.msg);
 		rc = 1;
 	}
 out:
-	free(t.st);
-	free(t.seen);
 	free(logits);
 	free(pos);
 	free(seq);
 	free(want);
-	free(tok);
-	free(otok);
-	bn_tokenizer_free(tk);
-	bn_vocab_free(&vocab);
-	tool_engine_close(&e);
-	json_object_put(other);
+	return rc;
+}
+
+/* The comparison, the JSON or the table; 1 when the output cannot be written. */
+static int trace_report(const struct trace_opts *o, struct trace_run *s)
+{
+	int rc = 0;
+	if (o->compare)
+		rc = tr_compare(&s->t, o->compare, s->other, o->tol);
+	else if (o->json)
+		tr_json(&s->e, &s->t, s->tok, o->eo.rescale_gamma);
+	else
+		tr_table(&s->t);
+	if (fflush(stdout)) {
+		tool_error("trace", "cannot write the output: %s", strerror(errno));
+		rc = 1;
+	}
+	return rc;
+}
+
+int cmd_trace(int argc, char **argv)
+{
+	struct trace_opts o;
+	struct trace_run s = { 0 };
+	int rc = trace_parse(argc, argv, &o);
+	if (rc != TRACE_GO)
+		return rc;
+	if ((rc = trace_inputs(&o, &s)) != TRACE_GO)
+		goto done;
+	/* the batch must hold the whole list, known only after tokenizing a prompt */
+	o.eo.n_batch = o.prompt ? (uint32_t)strlen(o.prompt) + 2 : o.tokens ? s.n : s.on;
+	if (!(rc = tool_engine_open("trace", &o.eo, &s.e)) && !(rc = trace_tokens(&o, &s)) &&
+	    !(rc = trace_pass(&s)) && !(rc = trace_check_seen(&s.t)))
+		rc = trace_report(&o, &s);
+	free(s.t.st);
+	free(s.t.seen);
+	bn_tokenizer_free(s.tk);
+	bn_vocab_free(&s.vocab);
+	tool_engine_close(&s.e);
+done:
+	free(s.tok);
+	free(s.otok);
+	json_object_put(s.other);
 	return rc;
 }

@@ -19,7 +19,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "bitnetd.h"
+#include "conf.h"
 #include "log.h"
 
 static int n_err, n_warn;

@@ -23,7 +23,7 @@
 
 #include <dbus/dbus.h>
 
-#include "bitnetd.h"
+#include "conf.h"
 #include "chat.h"
 #include "error.h"
 #include "options.h"
