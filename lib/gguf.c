@@ -833,9 +833,10 @@ int bn_gguf_check_file(const struct bn_gguf *g, const char *path, struct bn_erro
 	}
 	int64_t mt = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
 	if ((uint64_t)st.st_size != g->size)
-		return bn_err_set(err, -ESTALE, "%s: the mapped model file changed on disk (%zu bytes "
-		                  "at load, %lld now); reload to serve it again", path, g->size,
-		                  (long long)st.st_size);
+		return bn_err_set(err, -ESTALE, "%s: the mapped model file %s on disk (%zu bytes "
+		                  "at load, %lld now); reload to serve it again", path,
+		                  (uint64_t)st.st_size < g->size ? "was truncated" : "changed size",
+		                  g->size, (long long)st.st_size);
 	if (mt != g->mtime_ns)
 		return bn_err_set(err, -ESTALE, "%s: the mapped model file was written to since it "
 		                  "was loaded (modification time changed); reload to serve it again",
