@@ -64,6 +64,7 @@ static const char *type_name(uint32_t type)
 	case BN_TYPE_F32: return "F32";
 	case BN_TYPE_F16: return "F16";
 	case BN_TYPE_BF16: return "BF16";
+	case BN_TYPE_Q8_0: return "Q8_0";
 	case BN_TYPE_TQ1_0: return "TQ1_0";
 	case BN_TYPE_TQ2_0: return "TQ2_0";
 	case BN_TYPE_I2_S: return "I2_S";
@@ -327,6 +328,10 @@ uint64_t bn_ggufw_tensor_nbytes(uint32_t type, uint32_t n_dims, const uint64_t *
 		if (k % 256)
 			return 0;
 		return mul_ok(k / 256 * 54, rows, &n) ? n : 0;
+	case BN_TYPE_Q8_0:
+		if (k % 32)
+			return 0;
+		return mul_ok(k / 32, 34, &n) && mul_ok(n, rows, &n) ? n : 0;
 	default:
 		return 0;
 	}
