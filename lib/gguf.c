@@ -310,6 +310,32 @@ const struct bn_gguf_tensor *bn_gguf_find_tensor(const struct bn_gguf *g, const 
 	return NULL;
 }
 
+int bn_gguf_kv_value(const struct bn_gguf_kv *kv, const uint8_t **val, uint64_t *len)
+{
+	if (kv->type >= GGUF_NTYPES)
+		return -EINVAL;
+	/* the value follows the key and its u32 type; the parser checked every length */
+	const uint8_t *p = (const uint8_t *)kv->key.ptr + kv->key.len + 4;
+	uint64_t n;
+	if (kv->type == BN_GGUF_STRING) {
+		n = 8 + kv->v.str.len;
+	} else if (kv->type != BN_GGUF_ARRAY) {
+		n = vtype_size[kv->type];
+	} else if (kv->arr_type == BN_GGUF_STRING) {
+		const uint8_t *q = kv->arr_data;
+		for (uint64_t j = 0; j < kv->arr_n; j++)
+			q += 8 + le64(q);
+		n = (uint64_t)(q - p);
+	} else if (kv->arr_type < GGUF_NTYPES) {
+		n = 12 + kv->arr_n * vtype_size[kv->arr_type];
+	} else {
+		return -EINVAL;
+	}
+	*val = p;
+	*len = n;
+	return 0;
+}
+
 /* ---------------------------------------------------------------------------------------
  * Parsing */
 

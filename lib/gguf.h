@@ -116,6 +116,11 @@ int bn_gguf_arr_strs(const struct bn_gguf_kv *kv, struct bn_gguf_str *out);
 int bn_gguf_arr_i32(const struct bn_gguf_kv *kv, uint64_t i, int32_t *out);  /* any int type */
 int bn_gguf_arr_f32(const struct bn_gguf_kv *kv, uint64_t i, float *out);    /* F32 only */
 
+/* The bytes of a KV's value as the file holds them (after the key and the u32 value type:
+ * a string's u64 length, an array's element type and count, then the data), for copying a
+ * KV unchanged. Only for a KV of a parsed file. 0, or -EINVAL for an unknown type. */
+int bn_gguf_kv_value(const struct bn_gguf_kv *kv, const uint8_t **val, uint64_t *len);
+
 /* Compare a GGUF string with a C string. */
 bool bn_gguf_str_eq(struct bn_gguf_str s, const char *c);
 
