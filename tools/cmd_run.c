@@ -347,6 +347,7 @@ int cmd_run(int argc, char **argv)
 		json_object_object_add(j, "architecture", json_object_new_string(id.arch));
 		json_object_object_add(j, "file_type", json_object_new_int64(id.file_type));
 		json_object_object_add(j, "weight_type", json_object_new_string(id.weight_type));
+		json_object_object_add(j, "head_type", json_object_new_string(id.head_type));
 		json_object_object_add(j, "model_header_sha256", json_object_new_string(id.header_sha256));
 		json_object_object_add(j, "template", json_object_new_string(tokens ? "none (token ids)"
 		                                                              : bn_chat_format_name(fmt)));
