@@ -314,6 +314,10 @@ static int load_proj(struct bn_model *m, int layer, const char *proj, uint32_t k
 		case BN_TYPE_BF16:
 			rc = float_to_ternary(m, t, w, codes, err);
 			break;
+		case BN_TYPE_Q8_0:
+			rc = bn_err_set(err, -ENOTSUP, "%s: tensor '%s' has type q8_0, which only the LM "
+			                "head (output.weight) may have", m->path, name);
+			break;
 		default:
 			rc = bn_err_set(err, -ENOTSUP, "%s: tensor '%s' has unsupported type %s", m->path,
 			                name, bn_ggml_type_name(t->type));
@@ -382,7 +386,8 @@ static int load_weights(struct bn_model *m, struct bn_error *err)
 		                  "has %u rows", m->path, hp->arch_name, vs, m->hp.n_vocab);
 	if (te->type != BN_TYPE_F16 && te->type != BN_TYPE_BF16 && te->type != BN_TYPE_F32)
 		return bn_err_set(err, -ENOTSUP, "%s: tensor 'token_embd.weight' has type %s "
-		                  "(f16, bf16 or f32 expected)", m->path, bn_ggml_type_name(te->type));
+		                  "(f16, bf16 or f32 expected%s)", m->path, bn_ggml_type_name(te->type),
+		                  te->type == BN_TYPE_Q8_0 ? "; q8_0 is for output.weight only" : "");
 	m->tok_embd = te->data;
 	m->embd_type = te->type;
 	m->head = te->data;
