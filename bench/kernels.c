@@ -1,11 +1,13 @@
 /* Kernel plugin throughput beside this machine's read bandwidth (not a test).
  *
- *   bench/bench-kernels [--runs N] [--threads-only 1|2] [--m M] [plugin ...]
+ *   bench/bench-kernels [--runs N] [--threads-only 1|2] [--m M] [--heads] [plugin ...]
  *
  * Ternary GEMV and LM head (m = 1, or M activation rows: M sequences decoding together) over the 2B-4T projection shapes of 30 distinct layers (~520 MB of
  * I2_S weights, far beyond the caches, cycled like decode does) and the F16 LM head
  * (2560 x 128256, 657 MB), per plugin, one thread and two threads (each half of every
- * matrix's rows, a barrier per matrix as in the engine's pool). Read bandwidth: an AVX2
+ * matrix's rows, a barrier per matrix as in the engine's pool), and the same head as Q8_0
+ * (349 MB: q8_gemm on activations quantized per 32-block). --heads: the two heads only.
+ * Read bandwidth: an AVX2
  * streaming sum over 1 GB, measured in the same run. Figures are medians of --runs runs.
  * Also per plugin: the prefill GEMM (m = 128 activation rows over the seven projections of
  * one layer, rows split like the engine's pool; GMAC/s and the token rate those GEMMs alone
@@ -43,6 +45,8 @@ static struct mat mats[N_LAYERS * 7];
 static size_t n_mats, ternary_bytes;
 static uint8_t *ternary_buf;   /* all matrices back to back */
 static uint16_t *lm_head;      /* [VOCAB][HIDDEN] f16 */
+static uint8_t *q8_head;       /* [VOCAB][HIDDEN/32] Q8_0 blocks */
+#define Q8_ROW_BYTES (HIDDEN / BN_Q8_0_BLOCK * BN_Q8_0_BLOCK_BYTES)
 #define PP_M 128
 #define TG_MMAX 16
 static int8_t q_act[TG_MMAX * FFN];   /* [m][FFN] int8 activations */
@@ -53,6 +57,8 @@ static float pp_scale[PP_M];   /* [PP_M] */
 static int32_t pp_sum[PP_M];   /* [PP_M] */
 static uint16_t x16[TG_MMAX * HIDDEN];   /* [m][HIDDEN] f16 activations */
 static float y_out[TG_MMAX][VOCAB];   /* [m][rows] */
+static int8_t xq[TG_MMAX * HIDDEN];     /* [m][HIDDEN] Q8_0 activations */
+static uint16_t xd[TG_MMAX * HIDDEN / BN_Q8_0_BLOCK];   /* [m][HIDDEN/32] their f16 scales */
 
 static double now(void)
 {
@@ -93,7 +99,7 @@ __attribute__((target("avx2"))) static int64_t stream_sum(const uint8_t *p, size
 
 /* ---- threads ----------------------------------------------------------------------- */
 
-enum job { JOB_BW, JOB_TERNARY, JOB_LMHEAD, JOB_PREFILL };
+enum job { JOB_BW, JOB_TERNARY, JOB_LMHEAD, JOB_PREFILL, JOB_Q8HEAD };
 
 struct worker {
 	pthread_t th;
@@ -141,9 +147,12 @@ static void run_job(struct worker *wk)
 		}
 		return;
 	}
-	size_t half = (VOCAB / (size_t)nt + 3) & ~(size_t)3;
+	size_t half = (VOCAB / (size_t)nt + 15) & ~(size_t)15;
 	size_t r0 = half * (size_t)id, r1 = id == nt - 1 ? VOCAB : r0 + half;
-	wk->ops->f16_gemm(lm_head, HIDDEN, r0, r1, x16, tg_m, y_out[0], VOCAB);
+	if (wk->job == JOB_Q8HEAD)
+		wk->ops->q8_gemm(q8_head, HIDDEN, r0, r1, xq, xd, tg_m, y_out[0], VOCAB);
+	else
+		wk->ops->f16_gemm(lm_head, HIDDEN, r0, r1, x16, tg_m, y_out[0], VOCAB);
 }
 
 static void *worker_main(void *arg)
@@ -205,6 +214,7 @@ static double gbps(enum job job, const struct bn_kernel_ops *ops, int nt, int ru
 	double bytes = job == JOB_BW ? (double)BW_BYTES
 	               : job == JOB_TERNARY ? (double)ternary_bytes
 	               : job == JOB_PREFILL ? layer_macs()
+	               : job == JOB_Q8HEAD ? (double)VOCAB * Q8_ROW_BYTES
 	               : (double)VOCAB * HIDDEN * 2.0;
 	double v[32];
 	time_job(job, ops, nt);   /* warm-up: page faults, frequency */
@@ -215,7 +225,7 @@ static double gbps(enum job job, const struct bn_kernel_ops *ops, int nt, int ru
 
 int main(int argc, char **argv)
 {
-	int runs = 5, only_threads = 0;
+	int runs = 5, only_threads = 0, heads_only = 0;
 	const char *names[16];
 	int n_names = 0;
 	for (int i = 1; i < argc; i++) {
@@ -223,6 +233,8 @@ int main(int argc, char **argv)
 			runs = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--threads-only") && i + 1 < argc)
 			only_threads = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--heads"))
+			heads_only = 1;
 		else if (!strcmp(argv[i], "--m") && i + 1 < argc)
 			tg_m = (size_t)atoi(argv[++i]);
 		else if (n_names < 16)
@@ -245,6 +257,7 @@ int main(int argc, char **argv)
 			ternary_bytes += shape[s][0] / 4 * shape[s][1];
 	if (posix_memalign((void **)&ternary_buf, 64, ternary_bytes) ||
 	    posix_memalign((void **)&lm_head, 64, (size_t)VOCAB * HIDDEN * 2) ||
+	    posix_memalign((void **)&q8_head, 64, (size_t)VOCAB * Q8_ROW_BYTES) ||
 	    posix_memalign((void **)&bw_buf, 64, BW_BYTES)) {
 		fprintf(stderr, "bench-kernels: out of memory\n");
 		return 1;
@@ -260,6 +273,11 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < (size_t)VOCAB * HIDDEN; i++)   /* finite f16 values */
 		lm_head[i] = (uint16_t)(0x2000 + (i * 2654435761u >> 7) % 0x1800) |
 		             (uint16_t)((i & 1) << 15);
+	fill(q8_head, (size_t)VOCAB * Q8_ROW_BYTES, 3);
+	for (size_t b = 0; b < (size_t)VOCAB * HIDDEN / BN_Q8_0_BLOCK; b++) {   /* finite scales */
+		uint16_t d = bn_f32_to_f16(1e-3f * (float)(1 + b % 97));
+		memcpy(q8_head + b * BN_Q8_0_BLOCK_BYTES, &d, 2);
+	}
 	for (size_t i = 0; i < TG_MMAX * FFN; i++)
 		q_act[i] = (int8_t)(i * 37 + i / 11);
 	if (posix_memalign((void **)&q_pp, 64, (size_t)PP_M * FFN) ||
@@ -274,10 +292,19 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < HIDDEN; i++)
 		for (size_t a = 0; a < TG_MMAX; a++)
 			x16[a * HIDDEN + i] = bn_f32_to_f16((float)((int)((i + a) % 17) - 8) * 0.1f);
+	for (size_t a = 0; a < TG_MMAX; a++)
+		for (size_t b = 0; b < HIDDEN / BN_Q8_0_BLOCK; b++) {
+			float xf[BN_Q8_0_BLOCK];   /* [32] */
+			for (size_t j = 0; j < BN_Q8_0_BLOCK; j++)
+				xf[j] = bn_f16_to_f32(x16[a * HIDDEN + b * BN_Q8_0_BLOCK + j]);
+			xd[a * (HIDDEN / BN_Q8_0_BLOCK) + b] =
+				bn_q8_0_quantize_block(xf, xq + a * HIDDEN + b * BN_Q8_0_BLOCK);
+		}
 
-	printf("ternary weights %.1f MB (%zu matrices), %zu activation row%s, LM head %.1f MB, "
-	       "%d runs (median)\n", ternary_bytes / 1e6, n_mats, tg_m, tg_m > 1 ? "s" : "",
-	       (double)VOCAB * HIDDEN * 2 / 1e6, runs);
+	printf("ternary weights %.1f MB (%zu matrices), %zu activation row%s, LM head %.1f MB "
+	       "(f16) / %.1f MB (q8_0), %d runs (median)\n", ternary_bytes / 1e6, n_mats, tg_m,
+	       tg_m > 1 ? "s" : "", (double)VOCAB * HIDDEN * 2 / 1e6,
+	       (double)VOCAB * Q8_ROW_BYTES / 1e6, runs);
 	double bw[3] = { 0 };
 	for (int nt = 1; nt <= 2; nt++)
 		if (!only_threads || only_threads == nt)
@@ -293,9 +320,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "bench-kernels: %s\n", err.msg);
 		return 1;
 	}
-	printf("%-22s %8s %14s %14s %14s %14s %12s %10s\n", "plugin/variant", "threads",
-	       "ternary GB/s", "% of read bw", "LM head GB/s", "% of read bw", "pp128 GMAC/s",
-	       "pp tok/s");
+	printf("%-22s %8s %14s %14s %14s %14s %14s %14s %12s %10s\n", "plugin/variant", "threads",
+	       "ternary GB/s", "% of read bw", "LM head GB/s", "% of read bw", "q8 head GB/s",
+	       "% of read bw", "pp128 GMAC/s", "pp tok/s");
 	for (size_t i = 0; i < n; i++) {
 		if (!list[i].usable)
 			continue;
@@ -329,16 +356,18 @@ int main(int argc, char **argv)
 				if (only_threads && only_threads != nt)
 					continue;
 				int r = slow ? (runs < 3 ? runs : 3) : runs;
-				double t = gbps(JOB_TERNARY, &k->ops, nt, r);
+				double t = heads_only ? 0 : gbps(JOB_TERNARY, &k->ops, nt, r);
 				double h = gbps(JOB_LMHEAD, &k->ops, nt, slow ? 1 : r);
-				double g = gbps(JOB_PREFILL, &k->ops, nt, slow ? 1 : r);   /* GMAC/s */
-				printf("%-22s %8d %14.2f %13.0f%% %14.2f %13.0f%% %12.1f %10.1f\n", label, nt,
-				       t, 100 * t / bw[nt], h, 100 * h / bw[nt], g,
-				       g * 1e9 / (layer_macs() / PP_M * N_LAYERS));
+				double h8 = gbps(JOB_Q8HEAD, &k->ops, nt, slow ? 1 : r);
+				double g = heads_only ? 0 : gbps(JOB_PREFILL, &k->ops, nt, slow ? 1 : r);
+				printf("%-22s %8d %14.2f %13.0f%% %14.2f %13.0f%% %14.2f %13.0f%% %12.1f %10.1f\n",
+				       label, nt, t, 100 * t / bw[nt], h, 100 * h / bw[nt], h8,
+				       100 * h8 / bw[nt], g, g * 1e9 / (layer_macs() / PP_M * N_LAYERS));
 				fflush(stdout);
 			}
-			printf("%-22s GEMV compute ceiling (1 thread, 2560 x 512 in L2): %.1f GB/s\n",
-			       label, gemv_ceiling(&k->ops));
+			if (!heads_only)
+				printf("%-22s GEMV compute ceiling (1 thread, 2560 x 512 in L2): %.1f GB/s\n",
+				       label, gemv_ceiling(&k->ops));
 			bn_kernel_unload(k);
 		}
 	}

@@ -934,8 +934,9 @@ static int cmd_status(int argc, char **argv)
 		json_object_object_get_ex(p, "Corrections", &corr);
 		printf("State:       %s\n", jstr(p, "State"));
 		printf("Version:     %s\n", jstr(p, "Version"));
-		printf("Model:       %s (%s, %s weights, context %s)\n", jstr(model, "path"),
-		       jstr(model, "architecture"), jstr(model, "weight_type"), jstr(p, "Context"));
+		printf("Model:       %s (%s, %s weights, %s head, context %s)\n", jstr(model, "path"),
+		       jstr(model, "architecture"), jstr(model, "weight_type"), jstr(model, "head_type"),
+		       jstr(p, "Context"));
 		printf("Kernel:      %s\n", jstr(p, "Kernel"));
 		printf("CPUs:        %s (%s threads); features: %s\n", jstr(p, "Cpus"), jstr(p, "Threads"),
 		       jstr(p, "CpuFeatures"));

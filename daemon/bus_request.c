@@ -162,6 +162,8 @@ static void send_finished(struct bd_request *r)
 	bd_dict_add(&d, "file_type", DBUS_TYPE_UINT32, &u);
 	sv = r->weight_type;
 	bd_dict_add(&d, "weight_type", DBUS_TYPE_STRING, &sv);
+	sv = r->head_type;
+	bd_dict_add(&d, "head_type", DBUS_TYPE_STRING, &sv);
 	sv = r->header_sha256;
 	bd_dict_add(&d, "model_header_sha256", DBUS_TYPE_STRING, &sv);
 	if (r->rc) {

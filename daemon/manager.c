@@ -136,6 +136,8 @@ static bool p_model(DBusMessageIter *it, void *o)
 			bd_dict_add(&d, "architecture", DBUS_TYPE_STRING, &s);
 		s = bn_model_weight_type(m);
 		bd_dict_add(&d, "weight_type", DBUS_TYPE_STRING, &s);
+		s = bn_model_head_type(m);
+		bd_dict_add(&d, "head_type", DBUS_TYPE_STRING, &s);
 		s = bn_chat_format_name(bd.model->chat_fmt);
 		bd_dict_add(&d, "chat_template", DBUS_TYPE_STRING, &s);
 		const struct { const char *k; uint32_t v; } u[] = {

@@ -72,7 +72,7 @@ struct bd_request {
 	uint32_t n_corrections;
 	char model_path[512];
 	uint64_t model_size;
-	char arch[32], weight_type[16];
+	char arch[32], weight_type[16], head_type[16];
 	uint32_t file_type;
 	char header_sha256[65];
 	struct bd_request *next;        /* queue link */

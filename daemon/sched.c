@@ -205,6 +205,7 @@ static void receipt(const struct bd_engine *e, struct bd_request *r)
 	r->model_size = id.size;
 	snprintf(r->arch, sizeof(r->arch), "%s", id.arch);
 	snprintf(r->weight_type, sizeof(r->weight_type), "%s", id.weight_type);
+	snprintf(r->head_type, sizeof(r->head_type), "%s", id.head_type);
 	r->file_type = id.file_type;
 	memcpy(r->header_sha256, id.header_sha256, sizeof(r->header_sha256));
 	size_t nc;

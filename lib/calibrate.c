@@ -203,8 +203,11 @@ struct calib_job {
 	float qscale;
 	int32_t qsum;
 	float *y;                         /* [max rows] */
-	const uint16_t *head;             /* [head_rows][E] f16 */
-	const uint16_t *x16;              /* [E] */
+	const void *head;                 /* [head_rows][E] f16, or [head_rows][E/32] Q8_0 blocks */
+	uint32_t head_type;               /* BN_TYPE_F16 or BN_TYPE_Q8_0 */
+	const uint16_t *x16;              /* [E] f16 input of an f16 head */
+	const int8_t *xq;                 /* [E] Q8_0 input of a q8_0 head ... */
+	const uint16_t *xd;               /* [E/32] ... and its block scales */
 	size_t head_rows, E;
 	float *logits;                    /* [head_rows] */
 	bool do_head;
@@ -220,6 +223,10 @@ static void calib_worker(void *arg, unsigned idx, unsigned n)
 	size_t chunk = j->do_head ? 512 : CALIB_CHUNK;
 	while ((ch = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) * chunk < total) {
 		size_t lo = ch * chunk, hi = lo + chunk < total ? lo + chunk : total;
+		if (j->do_head && j->head_type == BN_TYPE_Q8_0) {
+			j->ops->q8_gemm(j->head, j->E, lo, hi, j->xq, j->xd, 1, j->logits, j->head_rows);
+			continue;
+		}
 		if (j->do_head) {
 			j->ops->f16_gemm(j->head, j->E, lo, hi, j->x16, 1, j->logits, j->head_rows);
 			continue;
@@ -307,18 +314,23 @@ static int measure(struct bn_calib *out, struct bn_kernel **ks, const struct bn_
 			maxr = lw[i]->rows > maxr ? lw[i]->rows : maxr;
 		}
 	}
-	bool f16 = m->head_type == BN_TYPE_F16;
-	size_t E = hp->n_embd, hrows = f16 ? CALIB_HEAD_BYTES / (E * 2) : 0;
+	/* the heads a plugin op streams (f16, q8_0); f32/bf16 heads run portable code */
+	bool q8 = m->head_type == BN_TYPE_Q8_0, timed = q8 || m->head_type == BN_TYPE_F16;
+	size_t E = hp->n_embd, nb = E / BN_Q8_0_BLOCK;
+	size_t hrow_bytes = q8 ? nb * BN_Q8_0_BLOCK_BYTES : E * 2;
+	size_t hrows = timed ? CALIB_HEAD_BYTES / hrow_bytes : 0;
 	if (hrows > hp->n_vocab)
 		hrows = hp->n_vocab;
 	int8_t *q = malloc(maxk ? maxk : 1);
 	float *y = malloc((maxr ? maxr : 1) * sizeof(float));
 	uint16_t *x16 = malloc(E * sizeof(uint16_t));
+	int8_t *xq = malloc(E ? E : 1);                           /* [E] */
+	uint16_t *xd = malloc((nb ? nb : 1) * sizeof(uint16_t));  /* [E/32] */
 	float *logits = malloc((hrows ? hrows : 1) * sizeof(float));
 	double *tt = calloc((size_t)out->n * CALIB_ROUNDS, sizeof(double));
 	double *th = calloc((size_t)out->n * CALIB_ROUNDS, sizeof(double));
 	int rc = 0;
-	if (!w || !q || !y || !x16 || !logits || !tt || !th) {
+	if (!w || !q || !y || !x16 || !xq || !xd || !logits || !tt || !th) {
 		rc = -ENOMEM;
 		goto done;
 	}
@@ -326,9 +338,15 @@ static int measure(struct bn_calib *out, struct bn_kernel **ks, const struct bn_
 		q[i] = (int8_t)((i * 37u + 11u) % 255u - 127);
 	for (size_t i = 0; i < E; i++)
 		x16[i] = bn_f32_to_f16((float)((int)(i % 17) - 8) / 8.0f);
-	struct calib_job j = { NULL, w, nw, rows, q, 1.0f, 0, y, m->head, x16, hrows, E, logits,
-	                       false, 0 };
-	double hbytes = (double)hrows * E * 2, all_hbytes = f16 ? (double)hp->n_vocab * E * 2 : 0;
+	for (size_t b = 0; b < nb; b++) {
+		float xf[BN_Q8_0_BLOCK];   /* [32] */
+		for (size_t i = 0; i < BN_Q8_0_BLOCK; i++)
+			xf[i] = bn_f16_to_f32(x16[b * BN_Q8_0_BLOCK + i]);
+		xd[b] = bn_q8_0_quantize_block(xf, xq + b * BN_Q8_0_BLOCK);
+	}
+	struct calib_job j = { NULL, w, nw, rows, q, 1.0f, 0, y, m->head, m->head_type, x16, xq, xd,
+	                       hrows, E, logits, false, 0 };
+	double hbytes = (double)hrows * hrow_bytes, all_hbytes = timed ? bn_model_head_bytes(m) : 0;
 	int *got = calloc(out->n, sizeof(int));   /* [n] rounds measured */
 	if (!got) {
 		rc = -ENOMEM;
@@ -377,6 +395,8 @@ done:
 	free(q);
 	free(y);
 	free(x16);
+	free(xq);
+	free(xd);
 	free(logits);
 	free(tt);
 	free(th);

@@ -24,7 +24,7 @@ struct bn_calib_row {
 	char variant[32];
 	uint64_t cpu;             /* features to load it with: bn_kernel_load(dir, plugin, cpu) */
 	double ternary_gbps;      /* m = 1 projections, median of the rounds */
-	double head_gbps;         /* f16 LM head rows (0: the model's head is not f16) */
+	double head_gbps;         /* f16 or q8_0 LM head rows (0: an f32/bf16 head, not timed) */
 	double ms_token;          /* the model's decode weights at those rates */
 };
 

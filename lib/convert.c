@@ -666,8 +666,10 @@ static int plan_norm(struct conv *cv, const char *gg, int layer, const char *hf,
 	return need_float(cv, it->file, it->src, n, 0, err);
 }
 
-/* The embedding or an untied head: [rows, n_embd] -> F16 {n_embd, rows}. */
-static int plan_embd(struct conv *cv, const char *gg, const char *hf, struct bn_error *err)
+/* The embedding or the head: [rows, n_embd] -> {n_embd, rows} in type (F16, or Q8_0 for
+ * the head). */
+static int plan_embd(struct conv *cv, const char *gg, const char *hf, uint32_t type,
+                     struct bn_error *err)
 {
 	struct item *it = new_item(cv, K_EMBD, gg, -1);
 	if (!(it->src = take(cv, hf, &it->file)))
@@ -675,7 +677,10 @@ static int plan_embd(struct conv *cv, const char *gg, const char *hf, struct bn_
 	it->n_dims = 2;
 	it->ne[0] = cv->cfg.hidden;
 	it->ne[1] = cv->cfg.vocab;
-	it->type = BN_TYPE_F16;
+	it->type = type;
+	if (type == BN_TYPE_Q8_0 && cv->cfg.hidden % BN_Q8_0_BLOCK)
+		return bn_err_set(err, -ENOTSUP, "file %s: tensor %s: hidden size %u is not a multiple "
+		                  "of %d (q8_0 head)", it->file->path, hf, cv->cfg.hidden, BN_Q8_0_BLOCK);
 	return need_float(cv, it->file, it->src, cv->cfg.vocab, cv->cfg.hidden, err);
 }
 
@@ -747,7 +752,7 @@ static int build_plan(struct conv *cv, struct bn_error *err)
 	cv->items = calloc(3 + (size_t)c->layers * 11, sizeof *cv->items);
 	if (!cv->items)
 		return bn_err_set(err, -ENOMEM, "out of memory");
-	int rc = plan_embd(cv, "token_embd.weight", "model.embed_tokens.weight", err);
+	int rc = plan_embd(cv, "token_embd.weight", "model.embed_tokens.weight", BN_TYPE_F16, err);
 	for (uint32_t l = 0; !rc && l < c->layers; l++) {
 		char hf[160];
 #define HF(s) (snprintf(hf, sizeof hf, "model.layers.%u.%s", l, s), hf)
@@ -773,8 +778,13 @@ static int build_plan(struct conv *cv, struct bn_error *err)
 	}
 	if (!rc)
 		rc = plan_norm(cv, "output_norm.weight", -1, "model.norm.weight", H, err);
+	/* the head: lm_head when untied; with --head q8_0 also a tied one, from the embedding
+	 * (the engine then reads output.weight, the embedding stays for the input side) */
+	uint32_t ht = cv->o->head_type ? cv->o->head_type : BN_TYPE_F16;
 	if (!rc && !c->tie)
-		rc = plan_embd(cv, "output.weight", "lm_head.weight", err);
+		rc = plan_embd(cv, "output.weight", "lm_head.weight", ht, err);
+	else if (!rc && ht == BN_TYPE_Q8_0)
+		rc = plan_embd(cv, "output.weight", "model.embed_tokens.weight", ht, err);
 	for (size_t i = 0; !rc && i < cv->m->n_tensors; i++) {
 		const struct bn_st_ref *r = &cv->m->index[i];
 		if (!cv->used[i] && !ignorable(r->t->name, c->tie))
@@ -808,11 +818,13 @@ static int not_finite(const struct item *it, uint64_t r, uint64_t c, float v,
 	                  (unsigned long long)c, (double)v);
 }
 
-/* F16 rows [ne1][ne0] from an F16 (bits copied), BF16 or F32 source. */
+/* F16 rows [ne1][ne0] from an F16 (bits copied), BF16 or F32 source; for a Q8_0 head, those
+ * F16 rows quantized (the same bytes `bitnet requant --head q8_0` makes of the F16 file). */
 static int write_embd(struct conv *cv, const struct item *it, struct bn_error *err)
 {
 	uint64_t n = it->ne[0];
 	uint16_t *h = (uint16_t *)cv->row;   /* [n] */
+	uint8_t *q8 = cv->row + n * 2;        /* [n/32 * 34] */
 	struct drop dr = { it->file, it->src->data };
 	size_t esz = bn_st_dtype_size(it->src->dtype);
 	for (uint64_t r = 0; r < it->ne[1]; r++) {
@@ -833,6 +845,17 @@ static int write_embd(struct conv *cv, const struct item *it, struct bn_error *e
 				return bn_err_set(err, -ERANGE, "file %s: tensor %s: element [%llu][%llu] = %g "
 				                  "overflows f16", it->file->path, it->src->name,
 				                  (unsigned long long)r, (unsigned long long)c, (double)v);
+		}
+		if (it->type == BN_TYPE_Q8_0) {
+			bn_f16_decode_row(h, n, cv->f);
+			if (bn_q8_0_encode_row(cv->f, n, q8))   /* f16 values always fit */
+				return bn_err_set(err, -ERANGE, "file %s: tensor %s: row %llu cannot be "
+				                  "quantized to q8_0", it->file->path, it->src->name,
+				                  (unsigned long long)r);
+			int rc = emit(cv, q8, bn_q8_0_row_bytes(n), err);
+			if (rc)
+				return rc;
+			continue;
 		}
 		int rc = emit(cv, h, n * 2, err);
 		if (rc)
@@ -1057,32 +1080,6 @@ static int write_kvs(struct bn_ggufw *w, const struct hf_config *c, const struct
 /* ---- the whole conversion ------------------------------------------------------------- */
 
 /* A new file beside out, honouring the umask (mkstemp would make it 0600). */
-static FILE *open_temp(const char *out, char *tmp, size_t cap, struct bn_error *err)
-{
-	for (unsigned n = 0; n < 100; n++) {
-		if ((size_t)snprintf(tmp, cap, "%s.tmp-%ld-%u", out, (long)getpid(), n) >= cap) {
-			bn_err_set(err, -ENAMETOOLONG, "file %s: name too long", out);
-			return NULL;
-		}
-		int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-		if (fd < 0 && errno == EEXIST)
-			continue;
-		if (fd < 0) {
-			bn_err_set(err, -errno, "file %s: cannot create: %s", tmp, strerror(errno));
-			return NULL;
-		}
-		FILE *fp = fdopen(fd, "wb");
-		if (!fp) {
-			bn_err_set(err, -errno, "file %s: %s", tmp, strerror(errno));
-			close(fd);
-			unlink(tmp);
-		}
-		return fp;
-	}
-	bn_err_set(err, -EEXIST, "file %s: no free temporary name", out);
-	return NULL;
-}
-
 static int stream_all(struct conv *cv, struct bn_error *err)
 {
 	for (size_t i = 0; i < cv->n_items; i++) {
@@ -1114,6 +1111,9 @@ int bn_convert(const struct bn_convert_opts *opts, struct bn_convert_report *rep
 	memset(rep, 0, sizeof *rep);
 	if (!o.wtype)
 		o.wtype = BN_TYPE_I2_S;
+	if (o.head_type && o.head_type != BN_TYPE_F16 && o.head_type != BN_TYPE_Q8_0)
+		return bn_err_set(err, -EINVAL, "option head: %s is not f16 or q8_0",
+		                  bn_ggml_type_name(o.head_type));
 	if (o.wtype != BN_TYPE_I2_S && o.wtype != BN_TYPE_TQ2_0 && o.wtype != BN_TYPE_TQ1_0)
 		return bn_err_set(err, -EINVAL, "option type: %s is not i2_s, tq2_0 or tq1_0",
 		                  bn_ggml_type_name(o.wtype));
@@ -1168,7 +1168,7 @@ int bn_convert(const struct bn_convert_opts *opts, struct bn_convert_report *rep
 		rc = bn_err_set(err, -ENOMEM, "out of memory");
 		goto out;
 	}
-	if (!(fp = open_temp(o.out, tmp, sizeof tmp, err))) {
+	if (!(fp = bn_ggufw_open_temp(o.out, tmp, sizeof tmp, err))) {
 		rc = err->code;
 		goto out;
 	}
@@ -1216,6 +1216,7 @@ int bn_convert(const struct bn_convert_opts *opts, struct bn_convert_report *rep
 	rep->n_tensors = (uint32_t)cv.n_items;
 	rep->n_files = (uint32_t)cv.m->n_files;
 	rep->untied_head = !c->tie;
+	rep->head_type = o.head_type ? o.head_type : BN_TYPE_F16;
 	rep->linear_class = NULL;
 	rep->form = NULL;
 	for (size_t i = 0; i < cv.n_items; i++) {

@@ -15,7 +15,9 @@
  *   - float ternary values {-1, 0, +1} with a weight_scale (transformers' offline
  *     "autobitlinear" form after unpacking).
  * Output: the layout the engine loads (lib/model.c): F16 token_embd (the tied head) and, when
- * untied, an F16 output.weight, F32 norms, the seven projections per layer in I2_S (default), TQ2_0 or TQ1_0, and only the
+ * untied, an F16 output.weight (with head_type Q8_0 the head rows, tied or not, are written
+ * as a Q8_0 output.weight), F32 norms, the seven projections per layer in I2_S (default),
+ * TQ2_0 or TQ1_0, and only the
  * metadata keys the engine reads. Whatever cannot be converted exactly is refused with a
  * message naming the file and tensor; the output file is written under a temporary name
  * and renamed only when complete.
@@ -34,6 +36,8 @@ struct bn_convert_opts {
 	const char *hf_dir;
 	const char *out;              /* the GGUF path */
 	uint32_t wtype;               /* enum bn_ggml_type: I2_S (default when 0), TQ2_0, TQ1_0 */
+	uint32_t head_type;           /* the LM head: F16 (default when 0: tied, or output.weight
+	                               * when untied) or Q8_0 (output.weight, also when tied) */
 	const char *tokenizer_json;   /* NULL: hf_dir/tokenizer.json */
 	/* called with bytes of tensor data done / total, at least once per tensor (may be NULL) */
 	void (*progress)(void *user, uint64_t done, uint64_t total);
@@ -53,7 +57,8 @@ struct bn_convert_report {
 	uint32_t n_scales_rounded;    /* TQ types: projection scales not exact in f16 */
 	double max_scale_rel_change;  /* their largest relative change */
 	uint32_t n_zero_tensors;      /* projections whose ternary codes are all zero */
-	bool untied_head;             /* output.weight written (tie_word_embeddings false) */
+	bool untied_head;             /* tie_word_embeddings false: output.weight from lm_head */
+	uint32_t head_type;           /* output.weight's type (F16 or Q8_0) when written */
 	uint64_t bytes;               /* size of the GGUF */
 };
 

@@ -46,6 +46,8 @@ struct bn_ctx {
 	float *tmp;                   /* [n_batch][n_embd] projection output before the add */
 	float *rcos, *rsin;           /* [n_batch][head_dim/2] rope tables */
 	uint16_t *y16;                /* [n_batch][n_embd] final normed state in f16 */
+	uint16_t *yd;                 /* [n_batch][n_embd/32] its Q8_0 block scales (f16) when the
+	                               * head is Q8_0; the int8 values go to q8 ([n_batch][n_embd]) */
 	float *ahead;                 /* [n_threads][n_ctx] attention scratch */
 	unsigned ahead_threads;
 
@@ -101,7 +103,7 @@ static void *xalloc(size_t bytes)
 static void ctx_free_scratch(struct bn_ctx *c)
 {
 	void *bufs[] = { c->x, c->h, c->q8, c->qscale, c->qsum, c->Q, c->K, c->V, c->q16, c->att,
-	                 c->gate, c->up, c->tmp, c->rcos, c->rsin, c->y16, c->ahead };
+	                 c->gate, c->up, c->tmp, c->rcos, c->rsin, c->y16, c->yd, c->ahead };
 	for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++)
 		free(bufs[i]);
 }
@@ -161,9 +163,10 @@ int bn_ctx_new(struct bn_ctx **out, struct bn_model *m, struct bn_kernel *k, str
 	c->rcos = xalloc(B * hp->head_dim / 2 * sizeof(float));
 	c->rsin = xalloc(B * hp->head_dim / 2 * sizeof(float));
 	c->y16 = xalloc(B * hp->n_embd * sizeof(uint16_t));
+	c->yd = xalloc(B * ((hp->n_embd + BN_Q8_0_BLOCK - 1) / BN_Q8_0_BLOCK) * sizeof(uint16_t));
 	if (!c->seq_len || !c->kcache || !c->vcache || !c->x || !c->h || !c->q8 || !c->qscale ||
 	    !c->qsum || !c->Q || !c->K || !c->V || !c->q16 || !c->att || !c->gate || !c->up ||
-	    !c->tmp || !c->rcos || !c->rsin || !c->y16) {
+	    !c->tmp || !c->rcos || !c->rsin || !c->y16 || !c->yd) {
 		bn_ctx_free(c);
 		return bn_err_set(err, -ENOMEM, "out of memory for a context of %u positions x %u "
 		                  "sequences (KV cache %zu MiB)", n_ctx, n_seq, 2 * c->kv_bytes >> 20);
@@ -477,6 +480,10 @@ static void head_rows(const struct head_job *j, size_t lo, size_t hi)
 		j->c->ops->f16_gemm(m->head, E, lo, hi, j->c->y16, j->m, j->logits, V);
 		return;
 	}
+	if (m->head_type == BN_TYPE_Q8_0) {
+		j->c->ops->q8_gemm(m->head, E, lo, hi, j->c->q8, j->c->yd, j->m, j->logits, V);
+		return;
+	}
 	/* F32 / BF16 heads: portable code over the f32 normed state (no f16 rounding). */
 	for (size_t r = lo; r < hi; r++) {
 		for (size_t i = 0; i < j->m; i++) {
@@ -490,6 +497,30 @@ static void head_rows(const struct head_job *j, size_t lo, size_t hi)
 			j->logits[i * V + r] = acc;
 		}
 	}
+}
+
+/* The Q8_0 head's input: each wanted row of the normed state (c->h, stride n_embd) cut
+ * into 32-blocks the one Q8_0 way (kernel.h) into c->q8 / c->yd, once per batch. */
+struct headq_job {
+	struct bn_ctx *c;
+	size_t m;
+};
+
+static void headq_rows(struct bn_ctx *c, size_t lo, size_t hi)
+{
+	size_t E = c->m->hp.n_embd, nb = E / BN_Q8_0_BLOCK;
+	for (size_t i = lo; i < hi; i++)
+		for (size_t b = 0; b < nb; b++)
+			c->yd[i * nb + b] = bn_q8_0_quantize_block(c->h + i * E + b * BN_Q8_0_BLOCK,
+			                                           c->q8 + i * E + b * BN_Q8_0_BLOCK);
+}
+
+static void headq_worker(void *arg, unsigned idx, unsigned n)
+{
+	const struct headq_job *j = arg;
+	size_t lo, hi;
+	bn_pool_split(j->m, 1, idx, n, &lo, &hi);
+	headq_rows(j->c, lo, hi);
 }
 
 /* ---- the pass ---------------------------------------------------------------------- */
@@ -656,18 +687,25 @@ int bn_decode(struct bn_ctx *c, const struct bn_batch *b, float *logits, struct 
 			continue;
 		float *y = c->h + nw * E;
 		c->ops->rmsnorm(c->x + i * E, m->output_norm, E, hp->eps, y);
-		for (size_t e = 0; e < E; e++)
-			c->y16[nw * E + e] = bn_f32_to_f16(y[e]);
+		if (m->head_type == BN_TYPE_F16)
+			for (size_t e = 0; e < E; e++)
+				c->y16[nw * E + e] = bn_f32_to_f16(y[e]);
 		if (c->trace.fn)
 			c->trace.fn(c->trace.user, hp->n_layer, BN_TRACE_OUT_NORM, (uint32_t)i, y, E);
 		nw++;
+	}
+	if (nw && logits && m->head_type == BN_TYPE_Q8_0) {
+		struct headq_job qj = { c, nw };
+		if (nw == 1)
+			headq_rows(c, 0, 1);   /* decode: not worth a dispatch */
+		else
+			dispatch(c, headq_worker, &qj);
 	}
 	prof_mark(c, BN_PROF_OUT_NORM, 0);
 	if (nw && logits) {
 		struct head_job hj = { c, nw, logits, 0 };
 		dispatch(c, head_worker, &hj);
-		size_t es = m->head_type == BN_TYPE_F32 ? 4 : 2;
-		prof_mark(c, BN_PROF_HEAD, (double)m->hp.n_vocab * (double)E * (double)es);
+		prof_mark(c, BN_PROF_HEAD, bn_model_head_bytes(m));
 		for (size_t i = 0, r = 0; c->trace.fn && i < n; i++)
 			if (b->want ? b->want[i] : i + 1 == n)
 				c->trace.fn(c->trace.user, hp->n_layer, BN_TRACE_LOGITS, (uint32_t)i,
@@ -691,8 +729,9 @@ int bn_ctx_stream_probe(struct bn_ctx *c, int reps, double *ternary_gbps, double
 		tb += tmat_bytes(&L->wq) + tmat_bytes(&L->wk) + tmat_bytes(&L->wv) + tmat_bytes(&L->wo) +
 		      tmat_bytes(&L->wgate) + tmat_bytes(&L->wup) + tmat_bytes(&L->wdown);
 	}
-	bool f16 = m->head_type == BN_TYPE_F16;
-	double hb = (double)hp->n_vocab * hp->n_embd * 2;
+	/* the heads with a plugin op; F32/BF16 heads run portable code and are not probed */
+	bool f16 = m->head_type == BN_TYPE_F16 || m->head_type == BN_TYPE_Q8_0;
+	double hb = bn_model_head_bytes(m);
 	if (reps < 1)
 		reps = 1;
 	float *logits = malloc((size_t)hp->n_vocab * sizeof(float));   /* [V] */

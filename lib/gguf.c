@@ -169,6 +169,7 @@ uint32_t bn_ggml_blck_size(uint32_t type)
 {
 	switch (type) {
 	case BN_TYPE_F32: case BN_TYPE_F16: case BN_TYPE_BF16: return 1;
+	case BN_TYPE_Q8_0: return 32;
 	case BN_TYPE_TQ1_0: case BN_TYPE_TQ2_0: return 256;
 	case BN_TYPE_I2_S: return 128;
 	default: return 0;
@@ -181,6 +182,7 @@ const char *bn_ggml_type_name(uint32_t type)
 	case BN_TYPE_F32: return "f32";
 	case BN_TYPE_F16: return "f16";
 	case BN_TYPE_BF16: return "bf16";
+	case BN_TYPE_Q8_0: return "q8_0";
 	case BN_TYPE_TQ1_0: return "tq1_0";
 	case BN_TYPE_TQ2_0: return "tq2_0";
 	case BN_TYPE_I2_S: return "i2_s";
@@ -212,6 +214,8 @@ uint64_t bn_ggml_nbytes(uint32_t type, const uint64_t ne[BN_GGUF_MAX_DIMS])
 		return __builtin_mul_overflow(n, 4, &bytes) ? 0 : bytes;
 	case BN_TYPE_F16: case BN_TYPE_BF16:
 		return __builtin_mul_overflow(n, 2, &bytes) ? 0 : bytes;
+	case BN_TYPE_Q8_0:
+		return (n / 32) * 34;           /* < 2n: n <= INT64_MAX, cannot overflow */
 	case BN_TYPE_TQ1_0:
 		return (n / 256) * 54;          /* < n: cannot overflow */
 	case BN_TYPE_TQ2_0:
@@ -304,6 +308,32 @@ const struct bn_gguf_tensor *bn_gguf_find_tensor(const struct bn_gguf *g, const 
 		if (strcmp(g->tensors[i].name, name) == 0)
 			return &g->tensors[i];
 	return NULL;
+}
+
+int bn_gguf_kv_value(const struct bn_gguf_kv *kv, const uint8_t **val, uint64_t *len)
+{
+	if (kv->type >= GGUF_NTYPES)
+		return -EINVAL;
+	/* the value follows the key and its u32 type; the parser checked every length */
+	const uint8_t *p = (const uint8_t *)kv->key.ptr + kv->key.len + 4;
+	uint64_t n;
+	if (kv->type == BN_GGUF_STRING) {
+		n = 8 + kv->v.str.len;
+	} else if (kv->type != BN_GGUF_ARRAY) {
+		n = vtype_size[kv->type];
+	} else if (kv->arr_type == BN_GGUF_STRING) {
+		const uint8_t *q = kv->arr_data;
+		for (uint64_t j = 0; j < kv->arr_n; j++)
+			q += 8 + le64(q);
+		n = (uint64_t)(q - p);
+	} else if (kv->arr_type < GGUF_NTYPES) {
+		n = 12 + kv->arr_n * vtype_size[kv->arr_type];
+	} else {
+		return -EINVAL;
+	}
+	*val = p;
+	*len = n;
+	return 0;
 }
 
 /* ---------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ enum bn_gguf_vtype {
 
 /* ggml tensor type ids that the reader accepts (allow-list). */
 enum bn_ggml_type {
-	BN_TYPE_F32 = 0, BN_TYPE_F16 = 1, BN_TYPE_BF16 = 30,
+	BN_TYPE_F32 = 0, BN_TYPE_F16 = 1, BN_TYPE_Q8_0 = 8, BN_TYPE_BF16 = 30,
 	BN_TYPE_TQ1_0 = 34, BN_TYPE_TQ2_0 = 35, BN_TYPE_I2_S = 36,
 };
 
@@ -95,9 +95,9 @@ int bn_gguf_check_file(const struct bn_gguf *g, const char *path, struct bn_erro
 /* Byte size of a tensor of this type and shape, or 0 for an unknown type or a row length
  * the type cannot hold (block multiple). Overflow-checked: 0 on overflow. */
 uint64_t bn_ggml_nbytes(uint32_t type, const uint64_t ne[BN_GGUF_MAX_DIMS]);
-/* "f32", "f16", "bf16", "tq1_0", "tq2_0", "i2_s"; "unknown" (never NULL) otherwise. */
+/* "f32", "f16", "q8_0", "bf16", "tq1_0", "tq2_0", "i2_s"; "unknown" (never NULL) otherwise. */
 const char *bn_ggml_type_name(uint32_t type);
-/* Block size in elements (1 for scalar types; 128 for I2_S rows), 0 if unknown. */
+/* Block size in elements (1 for scalar types; 32 for Q8_0; 128 for I2_S rows), 0 if unknown. */
 uint32_t bn_ggml_blck_size(uint32_t type);
 
 const struct bn_gguf_kv *bn_gguf_find_kv(const struct bn_gguf *g, const char *key);
@@ -115,6 +115,11 @@ int bn_gguf_get_str(const struct bn_gguf *g, const char *key, struct bn_gguf_str
 int bn_gguf_arr_strs(const struct bn_gguf_kv *kv, struct bn_gguf_str *out);
 int bn_gguf_arr_i32(const struct bn_gguf_kv *kv, uint64_t i, int32_t *out);  /* any int type */
 int bn_gguf_arr_f32(const struct bn_gguf_kv *kv, uint64_t i, float *out);    /* F32 only */
+
+/* The bytes of a KV's value as the file holds them (after the key and the u32 value type:
+ * a string's u64 length, an array's element type and count, then the data), for copying a
+ * KV unchanged. Only for a KV of a parsed file. 0, or -EINVAL for an unknown type. */
+int bn_gguf_kv_value(const struct bn_gguf_kv *kv, const uint8_t **val, uint64_t *len);
 
 /* Compare a GGUF string with a C string. */
 bool bn_gguf_str_eq(struct bn_gguf_str s, const char *c);

@@ -3,6 +3,7 @@
 #include "gguf_write.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,7 @@ static const char *type_name(uint32_t type)
 	case BN_TYPE_F32: return "F32";
 	case BN_TYPE_F16: return "F16";
 	case BN_TYPE_BF16: return "BF16";
+	case BN_TYPE_Q8_0: return "Q8_0";
 	case BN_TYPE_TQ1_0: return "TQ1_0";
 	case BN_TYPE_TQ2_0: return "TQ2_0";
 	case BN_TYPE_I2_S: return "I2_S";
@@ -118,6 +120,32 @@ int bn_ggufw_open_fp(struct bn_ggufw **out, FILE *fp, const char *label, struct 
 {
 	*out = NULL;
 	return init(out, fp, false, label ? label : "(stream)", err);
+}
+
+FILE *bn_ggufw_open_temp(const char *out, char *tmp, size_t cap, struct bn_error *err)
+{
+	for (unsigned n = 0; n < 100; n++) {
+		if ((size_t)snprintf(tmp, cap, "%s.tmp-%ld-%u", out, (long)getpid(), n) >= cap) {
+			bn_err_set(err, -ENAMETOOLONG, "file %s: name too long", out);
+			return NULL;
+		}
+		int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+		if (fd < 0 && errno == EEXIST)
+			continue;
+		if (fd < 0) {
+			bn_err_set(err, -errno, "file %s: cannot create: %s", tmp, strerror(errno));
+			return NULL;
+		}
+		FILE *fp = fdopen(fd, "wb");
+		if (!fp) {
+			bn_err_set(err, -errno, "file %s: %s", tmp, strerror(errno));
+			close(fd);
+			unlink(tmp);
+		}
+		return fp;
+	}
+	bn_err_set(err, -EEXIST, "file %s: no free temporary name", out);
+	return NULL;
 }
 
 /* ---- KV serialization --------------------------------------------------------------- */
@@ -292,6 +320,35 @@ int bn_ggufw_kv_arr_f32(struct bn_ggufw *w, const char *key, const float *v, uin
 	return kv_arr_scalar(w, key, BN_GGUF_FLOAT32, v, n, err);
 }
 
+int bn_ggufw_kv_raw(struct bn_ggufw *w, const char *key, uint32_t vtype, const void *val,
+                    size_t len, struct bn_error *err)
+{
+	if (vtype > BN_GGUF_FLOAT64)
+		return fail(w, err, -EINVAL, "key %s: unknown value type %u", key ? key : "", vtype);
+	uint32_t align = 0;
+	if (key && !strcmp(key, "general.alignment")) {
+		/* the data offsets follow it: read it as the reader does (any unsigned width) */
+		uint64_t a = 0;
+		const uint8_t *b = val;
+		if ((vtype != BN_GGUF_UINT8 && vtype != BN_GGUF_UINT16 && vtype != BN_GGUF_UINT32 &&
+		     vtype != BN_GGUF_UINT64) || len > 8)
+			return fail(w, err, -EINVAL, "key %s: not an unsigned integer", key);
+		for (size_t i = 0; i < len; i++)
+			a |= (uint64_t)b[i] << (8 * i);
+		if (a == 0 || (a & (a - 1)) || a > BN_GGUF_MAX_ALIGN)
+			return fail(w, err, -EINVAL, "key %s: alignment not a power of two <= 1 MiB",
+			            key);
+		align = (uint32_t)a;
+	}
+	int rc = kv_begin(w, key, vtype, len, err);
+	if (rc)
+		return rc;
+	put(w, val, len);
+	if (align)
+		w->alignment = align;
+	return 0;
+}
+
 /* ---- tensors ------------------------------------------------------------------------ */
 
 static bool mul_ok(uint64_t a, uint64_t b, uint64_t *r)
@@ -327,6 +384,10 @@ uint64_t bn_ggufw_tensor_nbytes(uint32_t type, uint32_t n_dims, const uint64_t *
 		if (k % 256)
 			return 0;
 		return mul_ok(k / 256 * 54, rows, &n) ? n : 0;
+	case BN_TYPE_Q8_0:
+		if (k % 32)
+			return 0;
+		return mul_ok(k / 32, 34, &n) && mul_ok(n, rows, &n) ? n : 0;
 	default:
 		return 0;
 	}

@@ -25,6 +25,10 @@ int bn_ggufw_open(struct bn_ggufw **out, const char *path, struct bn_error *err)
 /* Write into an already open stream (not closed by the writer); label names it in errors. */
 int bn_ggufw_open_fp(struct bn_ggufw **out, FILE *fp, const char *label, struct bn_error *err);
 
+/* Creates a new file "OUT.tmp-PID-N" next to out (O_EXCL) for writing, its name in tmp;
+ * the caller renames it over out once complete, or unlinks it. NULL with err set. */
+FILE *bn_ggufw_open_temp(const char *out, char *tmp, size_t cap, struct bn_error *err);
+
 /* KVs, in the order they will appear. Keys must be unique. Strings are copied. */
 int bn_ggufw_kv_u32(struct bn_ggufw *w, const char *key, uint32_t v, struct bn_error *err);
 int bn_ggufw_kv_i32(struct bn_ggufw *w, const char *key, int32_t v, struct bn_error *err);
@@ -38,6 +42,10 @@ int bn_ggufw_kv_arr_i32(struct bn_ggufw *w, const char *key, const int32_t *v, u
                         struct bn_error *err);
 int bn_ggufw_kv_arr_f32(struct bn_ggufw *w, const char *key, const float *v, uint64_t n,
                         struct bn_error *err);
+/* A value copied as another file holds it (bn_gguf_kv_value): vtype a GGUF value type,
+ * val the len bytes after the type field. A general.alignment KV sets the alignment. */
+int bn_ggufw_kv_raw(struct bn_ggufw *w, const char *key, uint32_t vtype, const void *val,
+                    size_t len, struct bn_error *err);
 /* The tokenizer.ggml.* keys of a vocabulary (model, pre, tokens, token types, merges, the
  * special ids it has, add_bos), as lib/vocab.c reads them back. */
 struct bn_vocab;

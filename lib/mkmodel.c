@@ -124,6 +124,11 @@ int bn_mkmodel_validate(const struct bn_mkmodel_opts *o, struct bn_error *err)
 		return bn_err_set(err, -EINVAL, "option type: unsupported projection type %u", o->wtype);
 	if (o->embd_type != BN_TYPE_F16 && o->embd_type != BN_TYPE_BF16 && o->embd_type != BN_TYPE_F32)
 		return bn_err_set(err, -EINVAL, "option embd-type: must be f16, bf16 or f32");
+	if (o->head_type && o->head_type != BN_TYPE_Q8_0)
+		return bn_err_set(err, -EINVAL, "option head: must be q8_0 (or none: tied)");
+	if (o->head_type && o->untied)
+		return bn_err_set(err, -EINVAL, "options head and untied: choose one (an untied model's "
+		                  "head becomes Q8_0 with `bitnet requant --head q8_0`)");
 	struct { const char *name; uint32_t v, max; } lim[] = {
 		{ "hidden", o->hidden, 65536 }, { "ff", o->ff, 262144 }, { "layers", o->layers, 1024 },
 		{ "heads", o->heads, 4096 }, { "kv-heads", o->kv_heads, 4096 },
@@ -170,7 +175,7 @@ int bn_mkmodel_validate(const struct bn_mkmodel_opts *o, struct bn_error *err)
 
 /* ---- tensor plan -------------------------------------------------------------------- */
 
-enum kind { K_EMBD, K_NORM, K_PROJ, K_SCALE };
+enum kind { K_EMBD, K_NORM, K_PROJ, K_SCALE, K_HEAD };
 
 struct plan {
 	char name[64];
@@ -229,6 +234,8 @@ static size_t build_plan(const struct bn_mkmodel_opts *o, struct plan *p)
 	p[n++] = (struct plan){ "output_norm.weight", K_NORM, 1, { H, 1 }, BN_TYPE_F32, false };
 	if (o->untied)
 		p[n++] = (struct plan){ "output.weight", K_EMBD, 2, { H, o->vocab }, o->embd_type, false };
+	else if (o->head_type)
+		p[n++] = (struct plan){ "output.weight", K_HEAD, 2, { H, o->vocab }, o->head_type, false };
 	return n;
 }
 
@@ -464,6 +471,30 @@ static int gen_embd(struct gen *g, const struct plan *p, struct bn_rng *r, struc
 	return 0;
 }
 
+/* The untied head: the embedding's rows as they are stored (rounded to embd_type), each
+ * quantized to Q8_0, so that the model computes what the tied one does up to the head's
+ * 8-bit rounding (the same rows `bitnet requant --head q8_0` would write). */
+static int gen_head(struct gen *g, const struct plan *p, struct bn_error *err)
+{
+	struct bn_rng r;
+	rng_init(&r, g->o->seed, "token_embd.weight");
+	size_t k = p->ne[0];
+	for (uint64_t row = 0; row < p->ne[1]; row++) {
+		rng_normals(&r, g->f, k, 0.02);
+		for (size_t i = 0; i < k; i++)
+			g->f[i] = g->o->embd_type == BN_TYPE_F16 ? bn_f16_to_f32(bn_f32_to_f16(g->f[i]))
+			        : g->o->embd_type == BN_TYPE_BF16 ? bn_bf16_to_f32(bn_f32_to_bf16(g->f[i]))
+			        : g->f[i];
+		if (bn_q8_0_encode_row(g->f, k, g->row))
+			return bn_err_set(err, -ERANGE, "tensor %s: row %llu cannot be quantized", p->name,
+			                  (unsigned long long)row);
+		int rc = emit(g, g->row, bn_q8_0_row_bytes(k), err);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
 static int gen_norm(struct gen *g, const struct plan *p, struct bn_rng *r, struct bn_error *err)
 {
 	size_t n = p->ne[0];
@@ -634,6 +665,9 @@ int bn_mkmodel_write(const struct bn_mkmodel_opts *opts, const char *path,
 			break;
 		case K_SCALE:
 			rc = emit(&g, &g.last_scale, sizeof g.last_scale, err);
+			break;
+		case K_HEAD:
+			rc = gen_head(&g, p, err);
 			break;
 		}
 		if (rc)

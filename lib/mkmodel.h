@@ -25,6 +25,8 @@ struct bn_mkmodel_opts {
 	uint32_t hidden, ff, layers, heads, kv_heads, vocab, ctx;
 	uint32_t wtype;            /* projections: enum bn_ggml_type I2_S, TQ2_0, TQ1_0, F16, BF16, F32 */
 	uint32_t embd_type;        /* token_embd: F16 (default), BF16, F32 */
+	uint32_t head_type;        /* 0: tied head (no output.weight); Q8_0: an output.weight of
+	                            * the embedding's rows quantized to Q8_0 */
 	uint64_t seed;
 	float gamma_rms;           /* 0: off; else every attn_norm vector is scaled to this RMS */
 	bool scale_tensors;        /* (arch bitnet) projections hold bare codes (scale 1.0) and

@@ -353,6 +353,10 @@ static int load_proj(struct bn_model *m, int layer, const char *proj, uint32_t k
 		case BN_TYPE_BF16:
 			rc = float_to_ternary(m, t, w, codes, err);
 			break;
+		case BN_TYPE_Q8_0:
+			rc = bn_err_set(err, -ENOTSUP, "%s: tensor '%s' has type q8_0, which only the LM "
+			                "head (output.weight) may have", m->path, name);
+			break;
 		default:
 			rc = bn_err_set(err, -ENOTSUP, "%s: tensor '%s' has unsupported type %s", m->path,
 			                name, bn_ggml_type_name(t->type));
@@ -458,7 +462,8 @@ static int load_weights(struct bn_model *m, struct bn_error *err)
 		                  "has %u rows", m->path, hp->arch_name, vs, m->hp.n_vocab);
 	if (te->type != BN_TYPE_F16 && te->type != BN_TYPE_BF16 && te->type != BN_TYPE_F32)
 		return bn_err_set(err, -ENOTSUP, "%s: tensor 'token_embd.weight' has type %s "
-		                  "(f16, bf16 or f32 expected)", m->path, bn_ggml_type_name(te->type));
+		                  "(f16, bf16 or f32 expected%s)", m->path, bn_ggml_type_name(te->type),
+		                  te->type == BN_TYPE_Q8_0 ? "; q8_0 is for output.weight only" : "");
 	m->tok_embd = te->data;
 	m->embd_type = te->type;
 	m->head = te->data;
@@ -467,9 +472,13 @@ static int load_weights(struct bn_model *m, struct bn_error *err)
 	if (out) {
 		if (!need_tensor(m, "output.weight", hp->n_embd, m->hp.n_vocab, err))
 			return err->code;
-		if (out->type != BN_TYPE_F16 && out->type != BN_TYPE_BF16 && out->type != BN_TYPE_F32)
-			return bn_err_set(err, -ENOTSUP, "%s: tensor 'output.weight' has type %s",
-			                  m->path, bn_ggml_type_name(out->type));
+		/* Q8_0 (an 8-bit head, `bitnet requant --head q8_0`) only here: the reader's
+		 * block check already made the row length a multiple of 32 */
+		if (out->type != BN_TYPE_F16 && out->type != BN_TYPE_BF16 && out->type != BN_TYPE_F32 &&
+		    out->type != BN_TYPE_Q8_0)
+			return bn_err_set(err, -ENOTSUP, "%s: tensor 'output.weight' has type %s "
+			                  "(f16, bf16, f32 or q8_0 expected)", m->path,
+			                  bn_ggml_type_name(out->type));
 		m->head = out->data;
 		m->head_type = out->type;
 	}
@@ -542,9 +551,10 @@ int bn_model_load(struct bn_model **out, const char *path, const struct bn_model
 		return rc;
 	}
 	bn_log(BN_LOG_INFO, "model %s: %s, %u layers, width %u, ff %u, heads %u/%u, vocab %u, "
-	       "weights %s%s", path, m->hp.arch_name, m->hp.n_layer, m->hp.n_embd, m->hp.n_ff,
-	       m->hp.n_head, m->hp.n_head_kv, m->hp.n_vocab, bn_ggml_type_name(m->proj_type),
-	       m->bytes_copied ? " (converted at load)" : " (zero copy)");
+	       "weights %s%s, head %s%s", path, m->hp.arch_name, m->hp.n_layer, m->hp.n_embd,
+	       m->hp.n_ff, m->hp.n_head, m->hp.n_head_kv, m->hp.n_vocab,
+	       bn_ggml_type_name(m->proj_type), m->bytes_copied ? " (converted at load)" : " (zero copy)",
+	       bn_ggml_type_name(m->head_type), m->head == m->tok_embd ? " (tied)" : "");
 	*out = m;
 	return 0;
 }
@@ -570,6 +580,18 @@ const struct bn_gguf *bn_model_gguf(const struct bn_model *m) { return m->g; }
 const char *bn_model_path(const struct bn_model *m) { return m->path; }
 size_t bn_model_bytes_copied(const struct bn_model *m) { return m->bytes_copied; }
 const char *bn_model_weight_type(const struct bn_model *m) { return bn_ggml_type_name(m->proj_type); }
+const char *bn_model_head_type(const struct bn_model *m) { return bn_ggml_type_name(m->head_type); }
+bool bn_model_head_tied(const struct bn_model *m) { return m->head == m->tok_embd; }
+
+double bn_model_head_bytes(const struct bn_model *m)
+{
+	double n = (double)m->hp.n_vocab * m->hp.n_embd;
+	switch (m->head_type) {
+	case BN_TYPE_F32: return 4 * n;
+	case BN_TYPE_Q8_0: return n / BN_Q8_0_BLOCK * BN_Q8_0_BLOCK_BYTES;
+	default: return 2 * n;
+	}
+}
 
 void bn_model_identity(const struct bn_model *m, struct bn_model_identity *id)
 {
@@ -578,6 +600,7 @@ void bn_model_identity(const struct bn_model *m, struct bn_model_identity *id)
 	id->arch = m->hp.arch_name;
 	id->file_type = m->file_type;
 	id->weight_type = bn_model_weight_type(m);
+	id->head_type = bn_model_head_type(m);
 	memcpy(id->header_sha256, m->header_sha256, sizeof(id->header_sha256));
 }
 

@@ -32,8 +32,9 @@ struct bn_model {
 	struct bn_layer *layers;     /* [n_layer] */
 	const void *tok_embd;        /* [n_vocab][n_embd] of embd_type */
 	uint32_t embd_type;
-	const void *head;            /* LM head rows [n_vocab][n_embd]: tok_embd when tied */
-	uint32_t head_type;
+	const void *head;            /* LM head rows [n_vocab][n_embd]: tok_embd when tied; for
+	                              * Q8_0 [n_vocab][n_embd/32] blocks of 34 bytes */
+	uint32_t head_type;          /* F16, BF16, F32, or Q8_0 (output.weight only) */
 	const float *output_norm;    /* [n_embd] */
 	uint32_t proj_type;          /* type of the projections in the file */
 	void **owned;                /* buffers converted at load */

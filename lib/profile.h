@@ -19,7 +19,7 @@ enum bn_prof_op {
 	BN_PROF_GATEUP,       /* ternary gate and up projections (one dispatch) */
 	BN_PROF_DOWN,         /* ternary down projection */
 	BN_PROF_RESID,        /* residual adds */
-	BN_PROF_OUT_NORM,     /* final norm and f16 rounding of the head's input */
+	BN_PROF_OUT_NORM,     /* final norm; the head input rounded to f16 or quantized to Q8_0 */
 	BN_PROF_HEAD,         /* the LM head */
 	BN_PROF_N
 };

@@ -1,7 +1,9 @@
-/* Ternary weight formats, bit exact per shared/spec/bitnet-format.md section 3. */
+/* Ternary weight formats, bit exact per shared/spec/bitnet-format.md section 3, and the
+ * Q8_0 rows of an 8-bit LM head. */
 #include "quant.h"
 
 #include <errno.h>
+#include <math.h>
 #include <string.h>
 
 #include "bitnet/kernel.h"
@@ -249,4 +251,43 @@ void bn_bf16_decode_row(const uint16_t *src, size_t n, float *dst)
 {
 	for (size_t i = 0; i < n; i++)
 		dst[i] = bn_bf16_to_f32(src[i]);
+}
+
+size_t bn_q8_0_row_bytes(size_t k)
+{
+	return (k == 0 || k % BN_Q8_0_BLOCK) ? 0 : k / BN_Q8_0_BLOCK * BN_Q8_0_BLOCK_BYTES;
+}
+
+int bn_q8_0_encode_row(const float *x, size_t k, void *dst)
+{
+	if (!bn_q8_0_row_bytes(k))
+		return -EINVAL;
+	uint8_t *o = dst;
+	for (size_t b = 0; b < k; b += BN_Q8_0_BLOCK) {
+		for (size_t j = 0; j < BN_Q8_0_BLOCK; j++)
+			if (!isfinite(x[b + j]))
+				return -ERANGE;
+		int8_t q[BN_Q8_0_BLOCK];   /* [32] */
+		uint16_t d = bn_q8_0_quantize_block(x + b, q);
+		if ((d & 0x7c00) == 0x7c00)   /* amax / 127 beyond f16: the block cannot be stored */
+			return -ERANGE;
+		o[0] = (uint8_t)d;            /* little endian, as ggml writes it */
+		o[1] = (uint8_t)(d >> 8);
+		memcpy(o + 2, q, sizeof q);
+		o += BN_Q8_0_BLOCK_BYTES;
+	}
+	return 0;
+}
+
+int bn_q8_0_decode_row(const void *src, size_t k, float *x)
+{
+	if (!bn_q8_0_row_bytes(k))
+		return -EINVAL;
+	const uint8_t *s = src;
+	for (size_t b = 0; b < k; b += BN_Q8_0_BLOCK, s += BN_Q8_0_BLOCK_BYTES) {
+		float d = bn_f16_to_f32((uint16_t)(s[0] | s[1] << 8));
+		for (size_t j = 0; j < BN_Q8_0_BLOCK; j++)
+			x[b + j] = d * (float)(int8_t)s[2 + j];
+	}
+	return 0;
 }

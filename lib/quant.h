@@ -49,6 +49,16 @@ int bn_tq2_decode_row(const void *src, size_t k, int8_t *t, uint16_t *d);
 int bn_tq1_encode_row(const int8_t *t, size_t k, const uint16_t *d, void *dst);
 int bn_tq1_decode_row(const void *src, size_t k, int8_t *t, uint16_t *d);
 
+/* Q8_0 (ggml type 8), the 8-bit LM head: 32 values per 34-byte block (f16 d, int8 q[32]).
+ * Bytes of a row of k values, 0 when k is not a multiple of 32. */
+size_t bn_q8_0_row_bytes(size_t k);
+/* x: [k] f32; dst: [k/32 * 34] bytes, each block by bn_q8_0_quantize_block (kernel.h).
+ * -EINVAL when k % 32 != 0; -ERANGE when a value is not finite or a block's scale overflows
+ * f16 (|x| above about 8.3e6); dst is then unspecified. */
+int bn_q8_0_encode_row(const float *x, size_t k, void *dst);
+/* src: [k/32 * 34] bytes; x: [k] = d * q. -EINVAL when k % 32 != 0. */
+int bn_q8_0_decode_row(const void *src, size_t k, float *x);
+
 /* f32 -> bf16, round to nearest even; NaN stays NaN (quiet). bf16 -> f32 is
  * bn_bf16_to_f32 in include/bitnet/kernel.h, f16 both ways is there too. */
 uint16_t bn_f32_to_bf16(float f);

@@ -13,4 +13,5 @@ const struct bn_kernel_ops bn_scalar_builtin_ops = {
 	.f16_gemm = bn_scalar_f16_gemm,
 	.rmsnorm = bn_scalar_rmsnorm,
 	.attn_head = bn_scalar_attn_head,
+	.q8_gemm = bn_scalar_q8_gemm,
 };

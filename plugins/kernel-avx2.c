@@ -1,12 +1,14 @@
 /* AVX2 + FMA + F16C kernel plugin; variant "avx2-vnni" (chosen at open time on CPUs with
  * AVX-VNNI) does the ternary dots with VEX vpdpbusd. Every op reproduces
  * plugins/kernel-scalar.c: integer results and the ternary epilogue bit for bit, rmsnorm and
- * attention bit for bit (same double accumulations), f16_gemm within f32 reordering error.
+ * attention bit for bit (same double accumulations), f16_gemm within f32 reordering error,
+ * q8_gemm bit for bit (the contract fixes its float order).
  * Compiled with $(AVX2_CFLAGS) and -ffp-contract=off: every FMA below is written out. */
 #include <immintrin.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "bitnet/kernel.h"
 
@@ -937,6 +939,94 @@ static void attn_head(const uint16_t *q16, const uint16_t *k, const uint16_t *v,
 	}
 }
 
+/* ---- q8_gemm ----------------------------------------------------------------------- */
+
+/* The contract fixes each logit's float operations (kernel.h: block sums in block order),
+ * so the SIMD lanes run across weight rows: eight rows at a time, one lane each, every lane
+ * doing the scalar plugin's f32 steps. The integer block dot of one row is maddubs with the
+ * sign trick: |w| (u8, 0..128: -128 becomes 128) times x with w's sign (x is in [-127, 127],
+ * so negating it never wraps); pair sums are at most 2 * 128 * 127 = 32512, no saturation. */
+#define Q8_ROWS 8
+
+ALWAYS_INLINE __m256i q8_dot(const uint8_t *blk, __m256i x)   /* 8 int32 partial sums */
+{
+	__m256i w = _mm256_loadu_si256((const __m256i *)(blk + 2));
+	__m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
+	return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
+/* v[t]: [8] int32 of row t -> one lane per row, the rows' totals (exact in any order). */
+ALWAYS_INLINE __m256i q8_hsum8(const __m256i v[Q8_ROWS])
+{
+	__m256i a = _mm256_hadd_epi32(v[0], v[1]), b = _mm256_hadd_epi32(v[2], v[3]);
+	__m256i c = _mm256_hadd_epi32(v[4], v[5]), d = _mm256_hadd_epi32(v[6], v[7]);
+	a = _mm256_hadd_epi32(a, b);   /* 128-bit halves: rows 0-3 over elements 0-3, 4-7 */
+	c = _mm256_hadd_epi32(c, d);   /* rows 4-7 */
+	return _mm256_add_epi32(_mm256_permute2x128_si256(a, c, 0x20),
+	                        _mm256_permute2x128_si256(a, c, 0x31));
+}
+
+ALWAYS_INLINE uint16_t q8_d(const uint8_t *blk)   /* the block's f16 scale (unaligned) */
+{
+	uint16_t d;
+	memcpy(&d, blk, 2);
+	return d;
+}
+
+/* Eight weight rows (wr[t], rows may repeat at a range's end) against one activation row:
+ * out[t] = the row's logit. pf (or NULL): the next eight rows, contiguous, swept into the
+ * cache meanwhile (8 * 34 bytes of them per block). */
+ALWAYS_INLINE void q8_rows8(const uint8_t *const wr[Q8_ROWS], size_t nb, const int8_t *x,
+                            const uint16_t *xd, float out[Q8_ROWS], const uint8_t *pf)
+{
+	__m256 acc = _mm256_setzero_ps();
+	for (size_t b = 0; b < nb; b++) {
+		size_t off = b * BN_Q8_0_BLOCK_BYTES;
+		if (pf) {
+			const char *p = (const char *)pf + b * Q8_ROWS * BN_Q8_0_BLOCK_BYTES;
+			_mm_prefetch(p, _MM_HINT_T0);
+			_mm_prefetch(p + 64, _MM_HINT_T0);
+			_mm_prefetch(p + 128, _MM_HINT_T0);
+			_mm_prefetch(p + 192, _MM_HINT_T0);
+			_mm_prefetch(p + 256, _MM_HINT_T0);
+		}
+		__m256i xv = _mm256_loadu_si256((const __m256i *)(x + b * BN_Q8_0_BLOCK));
+		__m256i v[Q8_ROWS];
+#pragma GCC unroll 8
+		for (int t = 0; t < Q8_ROWS; t++)
+			v[t] = q8_dot(wr[t] + off, xv);
+		__m256 isum = _mm256_cvtepi32_ps(q8_hsum8(v));   /* |isum| < 2^24: exact */
+		__m128i dh = _mm_setr_epi16((short)q8_d(wr[0] + off), (short)q8_d(wr[1] + off),
+		                            (short)q8_d(wr[2] + off), (short)q8_d(wr[3] + off),
+		                            (short)q8_d(wr[4] + off), (short)q8_d(wr[5] + off),
+		                            (short)q8_d(wr[6] + off), (short)q8_d(wr[7] + off));
+		/* dw * dx is exact (f16 x f16); then one rounding each for the product and the add */
+		__m256 s = _mm256_mul_ps(_mm256_cvtph_ps(dh), _mm256_set1_ps(_cvtsh_ss(xd[b])));
+		acc = _mm256_add_ps(acc, _mm256_mul_ps(isum, s));
+	}
+	_mm256_storeu_ps(out, acc);
+}
+
+static void q8_gemm(const uint8_t *w, size_t k, size_t r0, size_t r1, const int8_t *xq,
+                    const uint16_t *xd, size_t m, float *y, size_t ldy)
+{
+	size_t nb = k / BN_Q8_0_BLOCK, rb = nb * BN_Q8_0_BLOCK_BYTES;
+	for (size_t r = r0; r < r1; r += Q8_ROWS) {
+		size_t nr = r1 - r < Q8_ROWS ? r1 - r : Q8_ROWS;
+		const uint8_t *wr[Q8_ROWS];   /* a short group repeats its last row */
+		for (size_t t = 0; t < Q8_ROWS; t++)
+			wr[t] = w + (r + (t < nr ? t : nr - 1)) * rb;
+		const uint8_t *pf = r + 2 * Q8_ROWS <= r1 ? w + (r + Q8_ROWS) * rb : NULL;
+		/* the group's rows (8 * rb bytes) stay in L1/L2 while every activation passes */
+		for (size_t i = 0; i < m; i++) {
+			float out[Q8_ROWS];   /* [8] */
+			q8_rows8(wr, nb, xq + i * k, xd + i * nb, out, i ? NULL : pf);
+			for (size_t t = 0; t < nr; t++)
+				y[i * ldy + r + t] = out[t];
+		}
+	}
+}
+
 /* ---- plugin entry points ----------------------------------------------------------- */
 
 static const struct bn_kernel_ops avx2_ops = {
@@ -948,6 +1038,7 @@ static const struct bn_kernel_ops avx2_ops = {
 	.f16_gemm = f16_gemm,
 	.rmsnorm = rmsnorm,
 	.attn_head = attn_head,
+	.q8_gemm = q8_gemm,
 };
 
 static const struct bn_kernel_ops avx2_vnni_ops = {
@@ -959,6 +1050,7 @@ static const struct bn_kernel_ops avx2_vnni_ops = {
 	.f16_gemm = f16_gemm,
 	.rmsnorm = rmsnorm,
 	.attn_head = attn_head,
+	.q8_gemm = q8_gemm,
 };
 
 BN_KERNEL_EXPORT const struct bn_kernel_desc bn_kernel_desc = {

@@ -2,8 +2,8 @@
  * CPU has AVX512-VNNI (variant "avx512-vnni", else "avx512"), and AMX-INT8 tiles for the
  * prefill GEMM (m >= 16) when the features given to bn_kernel_open have BN_CPU_AMXINT8 and
  * VNNI and the kernel grants tile state (variant "avx512-vnni-amx"). Same contract as the AVX2
- * plugin: integer results, the ternary epilogue, rmsnorm and attention identical to the
- * scalar plugin; f16_gemm within f32 reordering error.
+ * plugin: integer results, the ternary epilogue, rmsnorm, attention and q8_gemm identical to
+ * the scalar plugin; f16_gemm within f32 reordering error.
  * BN_SIMDE: built against SIMDe for tests/check_plugins_simde_avx512, so this code runs on
  * hosts without AVX-512; the few intrinsics SIMDe lacks go through 256-bit halves. */
 #ifdef BN_SIMDE
@@ -82,6 +82,16 @@ ALWAYS_INLINE __m512i cvt_epi32(__m512 v)   /* integral f32 -> int32, exact */
 	                          _mm256_cvtps_epi32(hi_ps(v)), 1);
 #else
 	return _mm512_cvtps_epi32(v);
+#endif
+}
+
+ALWAYS_INLINE __m512 cvt_epi32_ps(__m512i v)   /* int32 -> f32, exact below 2^24 */
+{
+#ifdef BN_SIMDE
+	return cat_ps(_mm256_cvtepi32_ps(_mm512_castsi512_si256(v)),
+	              _mm256_cvtepi32_ps(_mm512_extracti64x4_epi64(v, 1)));
+#else
+	return _mm512_cvtepi32_ps(v);
 #endif
 }
 
@@ -1072,6 +1082,112 @@ static void attn_head(const uint16_t *q16, const uint16_t *k, const uint16_t *v,
 	}
 }
 
+/* ---- q8_gemm ----------------------------------------------------------------------- */
+
+/* As in the AVX2 plugin: the contract fixes each logit's float steps (block order), so the
+ * lanes run across weight rows, 16 at a time, one f32 lane each. A block's integer dot is
+ * |w| (u8; -128 becomes 128) times x with w's sign (x is in [-127, 127], negating it never
+ * wraps): maddubs + madd, or one vpdpbusd with VNNI. Two rows share a 512-bit register. */
+#define Q8_ROWS 16
+
+ALWAYS_INLINE __m512i q8_dot2(const uint8_t *lo, const uint8_t *hi, __m512i x, int vnni)
+{
+	__m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)lo)),
+	                               _mm256_loadu_si256((const __m256i *)hi), 1);
+	__m512i xs = _mm512_mask_sub_epi8(x, _mm512_movepi8_mask(w), _mm512_setzero_si512(), x);
+	__m512i aw = _mm512_abs_epi8(w);
+	if (vnni) {
+		__m512i acc = _mm512_setzero_si512();
+		DPBUSD(acc, aw, xs);
+		return acc;
+	}
+	return madd_epi16(_mm512_maddubs_epi16(aw, xs), _mm512_set1_epi16(1));
+}
+
+/* hadd_epi32 per 128-bit lane: [a0+a1, a2+a3, b0+b1, b2+b3]. */
+ALWAYS_INLINE __m512i q8_hadd(__m512i a, __m512i b)
+{
+	__m512 fa = _mm512_castsi512_ps(a), fb = _mm512_castsi512_ps(b);
+	__m512i e = _mm512_castps_si512(_mm512_shuffle_ps(fa, fb, _MM_SHUFFLE(2, 0, 2, 0)));
+	__m512i o = _mm512_castps_si512(_mm512_shuffle_ps(fa, fb, _MM_SHUFFLE(3, 1, 3, 1)));
+	return _mm512_add_epi32(e, o);
+}
+
+ALWAYS_INLINE uint16_t q8_d(const uint8_t *blk)   /* the block's f16 scale (unaligned) */
+{
+	return (uint16_t)(blk[0] | blk[1] << 8);
+}
+
+/* Sixteen weight rows (wr[t], rows may repeat at a range's end) against one activation row.
+ * Register z (0..7) holds rows zrow[z] (low half) and zrow[z] + 4 (high half) with zrow =
+ * 0, 1, 2, 3, 8, 9, 10, 11: then the hadd tree below leaves row t's total in lane t.
+ * pf (or NULL): the next 16 rows, contiguous, swept into the cache meanwhile. */
+ALWAYS_INLINE void q8_rows16(const uint8_t *const wr[Q8_ROWS], size_t nb, const int8_t *x,
+                             const uint16_t *xd, float out[Q8_ROWS], const uint8_t *pf, int vnni)
+{
+	static const int zrow[8] = { 0, 1, 2, 3, 8, 9, 10, 11 };
+	__m512 acc = _mm512_setzero_ps();
+	for (size_t b = 0; b < nb; b++) {
+		size_t off = b * BN_Q8_0_BLOCK_BYTES;
+		if (pf) {
+			const char *p = (const char *)pf + b * Q8_ROWS * BN_Q8_0_BLOCK_BYTES;
+#pragma GCC unroll 9
+			for (int l = 0; l < 9; l++)
+				_mm_prefetch(p + 64 * l, _MM_HINT_T0);
+		}
+		__m512i xv = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x + b * BN_Q8_0_BLOCK)));
+		__m512i z[8];
+#pragma GCC unroll 8
+		for (int t = 0; t < 8; t++)
+			z[t] = q8_dot2(wr[zrow[t]] + off + 2, wr[zrow[t] + 4] + off + 2, xv, vnni);
+		__m512i h0 = q8_hadd(q8_hadd(z[0], z[1]), q8_hadd(z[2], z[3]));
+		__m512i h1 = q8_hadd(q8_hadd(z[4], z[5]), q8_hadd(z[6], z[7]));
+		/* 128-bit lanes of h0: rows 0-3 over elements 0-3, 0-3 over 4-7, 4-7 over 0-3, 4-7
+		 * over 4-7; h1 the same for rows 8-15 */
+		__m512i tot = _mm512_add_epi32(_mm512_shuffle_i32x4(h0, h1, _MM_SHUFFLE(2, 0, 2, 0)),
+		                               _mm512_shuffle_i32x4(h0, h1, _MM_SHUFFLE(3, 1, 3, 1)));
+		uint16_t dh[Q8_ROWS];   /* [16] f16 */
+#pragma GCC unroll 16
+		for (int t = 0; t < Q8_ROWS; t++)
+			dh[t] = q8_d(wr[t] + off);
+		/* |isum| < 2^24 converts exactly; dw * dx is exact; one rounding per mul and add */
+		__m512 s = _mm512_mul_ps(load_h16(dh), _mm512_set1_ps(bn_f16_to_f32(xd[b])));
+		acc = _mm512_add_ps(acc, _mm512_mul_ps(cvt_epi32_ps(tot), s));
+	}
+	_mm512_storeu_ps(out, acc);
+}
+
+ALWAYS_INLINE void q8_body(const uint8_t *w, size_t k, size_t r0, size_t r1, const int8_t *xq,
+                           const uint16_t *xd, size_t m, float *y, size_t ldy, int vnni)
+{
+	size_t nb = k / BN_Q8_0_BLOCK, rb = nb * BN_Q8_0_BLOCK_BYTES;
+	for (size_t r = r0; r < r1; r += Q8_ROWS) {
+		size_t nr = r1 - r < Q8_ROWS ? r1 - r : Q8_ROWS;
+		const uint8_t *wr[Q8_ROWS];   /* a short group repeats its last row */
+		for (size_t t = 0; t < Q8_ROWS; t++)
+			wr[t] = w + (r + (t < nr ? t : nr - 1)) * rb;
+		const uint8_t *pf = r + 2 * Q8_ROWS <= r1 ? w + (r + Q8_ROWS) * rb : NULL;
+		for (size_t i = 0; i < m; i++) {   /* the group's rows stay in L1/L2 meanwhile */
+			float out[Q8_ROWS];   /* [16] */
+			q8_rows16(wr, nb, xq + i * k, xd + i * nb, out, i ? NULL : pf, vnni);
+			for (size_t t = 0; t < nr; t++)
+				y[i * ldy + r + t] = out[t];
+		}
+	}
+}
+
+static void q8_gemm_bw(const uint8_t *w, size_t k, size_t r0, size_t r1, const int8_t *xq,
+                       const uint16_t *xd, size_t m, float *y, size_t ldy)
+{
+	q8_body(w, k, r0, r1, xq, xd, m, y, ldy, 0);
+}
+
+static void q8_gemm_vnni(const uint8_t *w, size_t k, size_t r0, size_t r1, const int8_t *xq,
+                         const uint16_t *xd, size_t m, float *y, size_t ldy)
+{
+	q8_body(w, k, r0, r1, xq, xd, m, y, ldy, 1);
+}
+
 /* ---- plugin entry points ----------------------------------------------------------- */
 
 static const struct bn_kernel_ops avx512_vnni_ops = {
@@ -1083,6 +1199,7 @@ static const struct bn_kernel_ops avx512_vnni_ops = {
 	.f16_gemm = f16_gemm,
 	.rmsnorm = rmsnorm,
 	.attn_head = attn_head,
+	.q8_gemm = q8_gemm_vnni,
 };
 
 #ifdef BN_HAVE_AMX
@@ -1095,6 +1212,7 @@ static const struct bn_kernel_ops avx512_amx_ops = {
 	.f16_gemm = f16_gemm,
 	.rmsnorm = rmsnorm,
 	.attn_head = attn_head,
+	.q8_gemm = q8_gemm_vnni,
 };
 #endif
 
@@ -1107,6 +1225,7 @@ static const struct bn_kernel_ops avx512_ops = {
 	.f16_gemm = f16_gemm,
 	.rmsnorm = rmsnorm,
 	.attn_head = attn_head,
+	.q8_gemm = q8_gemm_bw,
 };
 
 BN_KERNEL_EXPORT const struct bn_kernel_desc bn_kernel_desc = {

@@ -1,8 +1,8 @@
 /* AArch64 Advanced SIMD kernel plugin; the ternary dot uses SDOT when the CPU has the
  * dot-product extension (variant "neon-dotprod", chosen at open time), else SMULL/SMLAL
  * with pairwise widening (variant "neon"). Same contract as the x86 plugins: integer
- * results, the ternary epilogue, rmsnorm and attention identical to the scalar plugin;
- * f16_gemm within f32 reordering error.
+ * results, the ternary epilogue, rmsnorm, attention and q8_gemm identical to the scalar
+ * plugin; f16_gemm within f32 reordering error.
  * BN_SIMDE: built against SIMDe for tests/check_plugins_simde_neon on x86 hosts. Natively it
  * is built only for aarch64 (Makefile.am, HOST_AARCH64) and cross-tested under qemu by
  * tests/neon-qemu.sh. */
@@ -378,6 +378,75 @@ static void attn_head(const uint16_t *q16, const uint16_t *k, const uint16_t *v,
 	}
 }
 
+/* ---- q8_gemm ----------------------------------------------------------------------- */
+
+/* The contract fixes each logit's float steps (block order), so the lanes run across weight
+ * rows: four at a time, one f32 lane each, the scalar plugin's operations per lane. */
+#define Q8_ROWS 4
+
+/* One block's integer dot as int32x4 partial sums. Plain: SMULL/SMLAL pair products in
+ * int16 lanes, at most 2 * 128 * 127 = 32512 in magnitude (x is never -128), then widened. */
+ALWAYS_INLINE int32x4_t q8_dot_plain(const int8_t *w, const int8_t *x)
+{
+	int8x16_t w0 = vld1q_s8(w), w1 = vld1q_s8(w + 16);
+	int8x16_t x0 = vld1q_s8(x), x1 = vld1q_s8(x + 16);
+	int16x8_t lo = vmlal_s8(vmull_s8(vget_low_s8(w0), vget_low_s8(x0)), vget_low_s8(w1),
+	                        vget_low_s8(x1));
+	int16x8_t hi = vmlal_s8(vmull_s8(vget_high_s8(w0), vget_high_s8(x0)), vget_high_s8(w1),
+	                        vget_high_s8(x1));
+	return vpadalq_s16(vpaddlq_s16(lo), hi);
+}
+
+ALWAYS_INLINE DOTPROD_TARGET int32x4_t q8_dot_sdot(const int8_t *w, const int8_t *x)
+{
+	int32x4_t acc = vdotq_s32(vdupq_n_s32(0), vld1q_s8(w), vld1q_s8(x));
+	return vdotq_s32(acc, vld1q_s8(w + 16), vld1q_s8(x + 16));
+}
+
+/* Four weight rows (wr[t], rows may repeat at a range's end) against one activation:
+ * out[t] = the row's logit. pf (or NULL): the next four rows, fetched meanwhile. */
+#define Q8_DRIVER(NAME, DOT, ATTR)                                                           \
+	static ATTR void NAME(const uint8_t *w, size_t k, size_t r0, size_t r1, const int8_t *xq,   \
+	                      const uint16_t *xd, size_t m, float *y, size_t ldy)                   \
+	{                                                                                        \
+		size_t nb = k / BN_Q8_0_BLOCK, rb = nb * BN_Q8_0_BLOCK_BYTES;                        \
+		for (size_t r = r0; r < r1; r += Q8_ROWS) {                                          \
+			size_t nr = r1 - r < Q8_ROWS ? r1 - r : Q8_ROWS;                                 \
+			const uint8_t *wr[Q8_ROWS];                                                      \
+			for (size_t t = 0; t < Q8_ROWS; t++)                                             \
+				wr[t] = w + (r + (t < nr ? t : nr - 1)) * rb;                                \
+			const uint8_t *pf = r + 2 * Q8_ROWS <= r1 ? w + (r + Q8_ROWS) * rb : NULL;       \
+			for (size_t i = 0; i < m; i++) {                                                 \
+				const int8_t *x = xq + i * k;                                                \
+				float32x4_t acc = vdupq_n_f32(0.0f);                                         \
+				for (size_t b = 0; b < nb; b++) {                                            \
+					size_t off = b * BN_Q8_0_BLOCK_BYTES;                                    \
+					if (pf && !i)                                                            \
+						__builtin_prefetch(pf + b * Q8_ROWS * BN_Q8_0_BLOCK_BYTES);          \
+					int32x4_t v0 = DOT((const int8_t *)wr[0] + off + 2, x + b * 32);         \
+					int32x4_t v1 = DOT((const int8_t *)wr[1] + off + 2, x + b * 32);         \
+					int32x4_t v2 = DOT((const int8_t *)wr[2] + off + 2, x + b * 32);         \
+					int32x4_t v3 = DOT((const int8_t *)wr[3] + off + 2, x + b * 32);         \
+					int32x4_t tot = vpaddq_s32(vpaddq_s32(v0, v1), vpaddq_s32(v2, v3));      \
+					uint16_t dh[Q8_ROWS];   /* [4] f16 */                                    \
+					for (int t = 0; t < Q8_ROWS; t++)                                        \
+						dh[t] = (uint16_t)(wr[t][off] | wr[t][off + 1] << 8);                \
+					/* exact conversion and dw * dx; one rounding per mul and add */          \
+					float32x4_t sc = vmulq_f32(load_h4(dh),                                  \
+					                           vdupq_n_f32(bn_f16_to_f32(xd[i * nb + b])));  \
+					acc = vaddq_f32(acc, vmulq_f32(vcvtq_f32_s32(tot), sc));                 \
+				}                                                                            \
+				float out[Q8_ROWS];   /* [4] */                                              \
+				vst1q_f32(out, acc);                                                         \
+				for (size_t t = 0; t < nr; t++)                                              \
+					y[i * ldy + r + t] = out[t];                                             \
+			}                                                                                \
+		}                                                                                    \
+	}
+
+Q8_DRIVER(q8_gemm_plain, q8_dot_plain, )
+Q8_DRIVER(q8_gemm_sdot, q8_dot_sdot, DOTPROD_TARGET)
+
 /* ---- plugin entry points ----------------------------------------------------------- */
 
 static const struct bn_kernel_ops neon_dotprod_ops = {
@@ -389,6 +458,7 @@ static const struct bn_kernel_ops neon_dotprod_ops = {
 	.f16_gemm = f16_gemm,
 	.rmsnorm = rmsnorm,
 	.attn_head = attn_head,
+	.q8_gemm = q8_gemm_sdot,
 };
 
 static const struct bn_kernel_ops neon_ops = {
@@ -400,6 +470,7 @@ static const struct bn_kernel_ops neon_ops = {
 	.f16_gemm = f16_gemm,
 	.rmsnorm = rmsnorm,
 	.attn_head = attn_head,
+	.q8_gemm = q8_gemm_plain,
 };
 
 BN_KERNEL_EXPORT const struct bn_kernel_desc bn_kernel_desc = {

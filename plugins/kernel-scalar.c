@@ -25,6 +25,8 @@ SC_LINK void SC(rmsnorm)(const float *x, const float *w, size_t n, float eps, fl
 SC_LINK void SC(attn_head)(const uint16_t *q16, const uint16_t *k, const uint16_t *v,
                            size_t stride, size_t n, size_t hd, float scale,
                            float *out, float *scratch);
+SC_LINK void SC(q8_gemm)(const uint8_t *w, size_t k, size_t r0, size_t r1, const int8_t *xq,
+                         const uint16_t *xd, size_t m, float *y, size_t ldy);
 
 SC_LINK void SC(quantize_i8)(const float *x, size_t n, int8_t *q, float *scale, int32_t *sum)
 {
@@ -132,6 +134,30 @@ SC_LINK void SC(attn_head)(const uint16_t *q16, const uint16_t *k, const uint16_
 	}
 }
 
+SC_LINK void SC(q8_gemm)(const uint8_t *w, size_t k, size_t r0, size_t r1, const int8_t *xq,
+                         const uint16_t *xd, size_t m, float *y, size_t ldy)
+{
+	size_t nb = k / BN_Q8_0_BLOCK, row_bytes = nb * BN_Q8_0_BLOCK_BYTES;
+	for (size_t r = r0; r < r1; r++) {
+		const uint8_t *wr = w + r * row_bytes;   /* [k/32] blocks of row r */
+		for (size_t i = 0; i < m; i++) {
+			const int8_t *xi = xq + i * k;        /* [k] */
+			const uint16_t *di = xd + i * nb;     /* [k/32] */
+			float acc = 0.0f;
+			for (size_t b = 0; b < nb; b++) {
+				const uint8_t *blk = wr + b * BN_Q8_0_BLOCK_BYTES;
+				const int8_t *qs = (const int8_t *)(blk + 2);
+				uint16_t dw = (uint16_t)(blk[0] | blk[1] << 8);   /* little endian, unaligned */
+				int32_t isum = 0;
+				for (size_t j = 0; j < BN_Q8_0_BLOCK; j++)
+					isum += qs[j] * xi[b * BN_Q8_0_BLOCK + j];
+				acc += (float)isum * (bn_f16_to_f32(dw) * bn_f16_to_f32(di[b]));
+			}
+			y[i * ldy + r] = acc;
+		}
+	}
+}
+
 #ifndef BN_KERNEL_BUILTIN
 static const struct bn_kernel_ops scalar_ops = {
 	.size = sizeof(struct bn_kernel_ops),
@@ -142,6 +168,7 @@ static const struct bn_kernel_ops scalar_ops = {
 	.f16_gemm = f16_gemm,
 	.rmsnorm = rmsnorm,
 	.attn_head = attn_head,
+	.q8_gemm = q8_gemm,
 };
 
 BN_KERNEL_EXPORT const struct bn_kernel_desc bn_kernel_desc = {

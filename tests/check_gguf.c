@@ -432,6 +432,7 @@ START_TEST(test_type_helpers)
 	ck_assert_uint_eq(bn_ggml_nbytes(BN_TYPE_TQ1_0, ne), 3 * 54);
 	ck_assert_uint_eq(bn_ggml_nbytes(BN_TYPE_TQ2_0, ne), 3 * 66);
 	ck_assert_uint_eq(bn_ggml_nbytes(BN_TYPE_I2_S, ne), 256 * 3 / 4 + 32);
+	ck_assert_uint_eq(bn_ggml_nbytes(BN_TYPE_Q8_0, ne), 256 * 3 / 32 * 34);
 	ck_assert_uint_eq(bn_ggml_nbytes(2, ne), 0);
 	uint64_t ne_odd[4] = { 128, 2, 1, 1 };
 	ck_assert_uint_eq(bn_ggml_nbytes(BN_TYPE_TQ2_0, ne_odd), 0);
@@ -439,6 +440,9 @@ START_TEST(test_type_helpers)
 	uint64_t ne_big[4] = { 1ull << 31, 1ull << 31, 1, 1 };    /* 2^62 elements */
 	ck_assert_uint_eq(bn_ggml_nbytes(BN_TYPE_F32, ne_big), 0);
 	ck_assert_uint_eq(bn_ggml_nbytes(BN_TYPE_I2_S, ne_big), (1ull << 60) + 32);
+	ck_assert_uint_eq(bn_ggml_nbytes(BN_TYPE_Q8_0, ne_big), (1ull << 57) * 34);
+	uint64_t ne_q8odd[4] = { 48, 2, 1, 1 };
+	ck_assert_uint_eq(bn_ggml_nbytes(BN_TYPE_Q8_0, ne_q8odd), 0);
 	uint64_t ne_zero[4] = { 256, 0, 1, 1 };
 	ck_assert_uint_eq(bn_ggml_nbytes(BN_TYPE_F32, ne_zero), 0);
 	ck_assert_str_eq(bn_ggml_type_name(BN_TYPE_F32), "f32");
@@ -447,10 +451,12 @@ START_TEST(test_type_helpers)
 	ck_assert_str_eq(bn_ggml_type_name(BN_TYPE_TQ1_0), "tq1_0");
 	ck_assert_str_eq(bn_ggml_type_name(BN_TYPE_TQ2_0), "tq2_0");
 	ck_assert_str_eq(bn_ggml_type_name(BN_TYPE_I2_S), "i2_s");
+	ck_assert_str_eq(bn_ggml_type_name(BN_TYPE_Q8_0), "q8_0");
 	ck_assert_str_eq(bn_ggml_type_name(2), "unknown");
 	ck_assert_uint_eq(bn_ggml_blck_size(BN_TYPE_F32), 1);
 	ck_assert_uint_eq(bn_ggml_blck_size(BN_TYPE_TQ1_0), 256);
 	ck_assert_uint_eq(bn_ggml_blck_size(BN_TYPE_I2_S), 128);
+	ck_assert_uint_eq(bn_ggml_blck_size(BN_TYPE_Q8_0), 32);
 	ck_assert_uint_eq(bn_ggml_blck_size(99), 0);
 }
 END_TEST
@@ -943,6 +949,11 @@ START_TEST(test_tensor_types)
 	      { "w", 1, { 384 }, BN_TYPE_TQ2_0, 0 });
 	TFAIL(-EBADMSG, "tensor 'w'", "not a multiple of 256 (type tq1_0)", 1024,
 	      { "w", 1, { 128 }, BN_TYPE_TQ1_0, 0 });
+	TFAIL(-EBADMSG, "tensor 'output.weight'", "row length 80 is not a multiple of 32 (type q8_0)",
+	      1024, { "output.weight", 2, { 80, 2 }, BN_TYPE_Q8_0, 0 });
+	/* 64 x 2 q8_0 = 4 blocks of 34 bytes: 8 bytes short of that */
+	TFAIL(-EBADMSG, "tensor 'output.weight': extent", "ends past the end of the file", 128,
+	      { "output.weight", 2, { 64, 2 }, BN_TYPE_Q8_0, 0 });
 }
 END_TEST
 

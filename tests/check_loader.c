@@ -84,10 +84,26 @@ START_TEST(test_partial_fallback)
 	struct bn_error err;
 	struct bn_kernel *k;
 	ck_assert_int_eq(load("partial", 0, &err, &k), 0);
-	ck_assert_uint_eq(k->n_fallback, 4);
+	ck_assert_uint_eq(k->n_fallback, 5);
 	ck_assert_ptr_eq(k->ops.rmsnorm, bn_scalar_builtin_ops.rmsnorm);
+	ck_assert_ptr_eq(k->ops.q8_gemm, bn_scalar_builtin_ops.q8_gemm);
 	ck_assert_ptr_eq(k->ops.ternary_gemm, bn_scalar_builtin_ops.ternary_gemm);
 	ck_assert_ptr_ne(k->ops.quantize_i8, bn_scalar_builtin_ops.quantize_i8);
+	bn_kernel_unload(k);
+}
+END_TEST
+
+START_TEST(test_old_minor)
+{
+	/* A plugin built against ABI 1.0 (no q8_gemm): its ops kept, q8_gemm from the engine. */
+	struct bn_error err;
+	struct bn_kernel *k;
+	ck_assert_int_eq(load("oldabi", 0, &err, &k), 0);
+	ck_assert_uint_eq(k->info.abi_minor, 0);
+	ck_assert_uint_eq(k->n_fallback, 1);
+	ck_assert_ptr_eq(k->ops.q8_gemm, bn_scalar_builtin_ops.q8_gemm);
+	ck_assert_ptr_eq((void *)k->ops.attn_head, (void *)5);
+	ck_assert_uint_eq(k->ops.size, sizeof(struct bn_kernel_ops));
 	bn_kernel_unload(k);
 }
 END_TEST
@@ -104,14 +120,14 @@ START_TEST(test_auto_skips_broken)
 	struct bn_kernel_info *list;
 	size_t n;
 	ck_assert_int_eq(bn_kernel_scan(TEST_PLUGIN_DIR, bn_cpu_features(), &list, &n, &err), 0);
-	ck_assert_uint_eq(n, 5);
+	ck_assert_uint_eq(n, 6);
 	size_t usable = 0;
 	for (size_t i = 0; i < n; i++) {
 		usable += list[i].usable;
 		if (!list[i].usable)
 			ck_assert(list[i].problem[0] != '\0');
 	}
-	ck_assert_uint_eq(usable, 1);
+	ck_assert_uint_eq(usable, 2);   /* partial and oldabi */
 	free(list);
 }
 END_TEST
@@ -145,6 +161,7 @@ int main(void)
 	tcase_add_test(tc, test_relative_dir);
 	tcase_add_test(tc, test_misnamed);
 	tcase_add_test(tc, test_partial_fallback);
+	tcase_add_test(tc, test_old_minor);
 	tcase_add_test(tc, test_auto_skips_broken);
 	tcase_add_test(tc, test_real_plugins);
 	suite_add_tcase(s, tc);

@@ -1,5 +1,6 @@
-/* lib/quant.c: the ternary formats bit by bit, round trips, and the four golden files that
- * hold the same weights in I2_S, TQ2_0, TQ1_0 and F16 (decoded here and compared). */
+/* lib/quant.c: the ternary formats bit by bit, round trips, the four golden files that
+ * hold the same weights in I2_S, TQ2_0, TQ1_0 and F16 (decoded here and compared), and the
+ * Q8_0 rule of the 8-bit LM head (kernel.h bn_q8_0_quantize_block). */
 #include <check.h>
 #include <errno.h>
 #include <math.h>
@@ -233,6 +234,88 @@ START_TEST(half_helpers)
 }
 END_TEST
 
+/* ---- Q8_0 (the 8-bit LM head) ---------------------------------------------------------- */
+
+START_TEST(q8_0_rule)
+{
+	int8_t q[32];
+	float x[32];
+	/* values on the grid of an exact d: d = 63.5 / 127 = 0.5, q = x / d exactly */
+	for (int j = 0; j < 32; j++)
+		x[j] = 0.5f * (float)(j * 8 - 127 + (j == 31 ? 6 : 0));   /* -127 .. 127 */
+	ck_assert_uint_eq(bn_q8_0_quantize_block(x, q), 0x3800);      /* 0.5 */
+	for (int j = 0; j < 32; j++)
+		ck_assert_int_eq(q[j], (int)(x[j] * 2.0f));
+	/* d = 1 (amax 127): halves tie and round to even, both signs */
+	for (int j = 0; j < 32; j++)
+		x[j] = 0.0f;
+	x[0] = 127.0f;
+	x[1] = 2.5f;
+	x[2] = 3.5f;
+	x[3] = -2.5f;
+	x[4] = -0.5f;
+	x[5] = 126.5f;
+	ck_assert_uint_eq(bn_q8_0_quantize_block(x, q), 0x3c00);
+	ck_assert_int_eq(q[0], 127);
+	ck_assert_int_eq(q[1], 2);
+	ck_assert_int_eq(q[2], 4);
+	ck_assert_int_eq(q[3], -2);
+	ck_assert_int_eq(q[4], 0);
+	ck_assert_int_eq(q[5], 126);
+	/* d rounds to f16 first, and q divides by the rounded d (never -128) */
+	for (int j = 0; j < 32; j++)
+		x[j] = (j & 1) ? -1.0f : 0.3f;
+	uint16_t d = bn_q8_0_quantize_block(x, q);
+	ck_assert_uint_eq(d, bn_f32_to_f16(1.0f / 127.0f));
+	float df = bn_f16_to_f32(d);
+	ck_assert_int_eq(q[1], (int)rintf(-1.0f / df) < -127 ? -127 : (int)rintf(-1.0f / df));
+	ck_assert_int_eq(q[0], (int)rintf(0.3f / df));
+	/* all zero; NaN gives q = 0 */
+	for (int j = 0; j < 32; j++)
+		x[j] = 0.0f;
+	x[7] = NAN;
+	ck_assert_uint_eq(bn_q8_0_quantize_block(x, q), 0);
+	for (int j = 0; j < 32; j++)
+		ck_assert_int_eq(q[j], 0);
+}
+END_TEST
+
+START_TEST(q8_0_rows)
+{
+	enum { K = 256 };
+	float x[K], y[K];
+	uint8_t row[K / 32 * 34];
+	ck_assert_uint_eq(bn_q8_0_row_bytes(K), sizeof row);
+	ck_assert_uint_eq(bn_q8_0_row_bytes(48), 0);
+	ck_assert_int_eq(bn_q8_0_encode_row(x, 48, row), -EINVAL);
+	for (int rep = 0; rep < 200; rep++) {
+		float mag = ldexpf(1.0f, (int)(rnd() % 16) - 6);   /* d a normal f16 */
+		for (int j = 0; j < K; j++)
+			x[j] = mag * ((float)(rnd() % 20001) / 10000.0f - 1.0f);
+		ck_assert_int_eq(bn_q8_0_encode_row(x, K, row), 0);
+		ck_assert_int_eq(bn_q8_0_decode_row(row, K, y), 0);
+		for (int b = 0; b < K / 32; b++) {
+			uint16_t d = (uint16_t)(row[b * 34] | row[b * 34 + 1] << 8);   /* little endian */
+			int8_t q[32];
+			ck_assert_uint_eq(bn_q8_0_quantize_block(x + b * 32, q), d);
+			ck_assert_mem_eq(q, row + b * 34 + 2, 32);
+			float df = bn_f16_to_f32(d);
+			for (int j = 0; j < 32; j++)   /* the nearest grid point, up to the clamp */
+				REQUIRE(fabsf(y[b * 32 + j] - x[b * 32 + j]) <= 0.5f * df * 1.002f + 1e-30f,
+				        "block %d elem %d: %g -> %g (d %g)", b, j, x[b * 32 + j], y[b * 32 + j], df);
+		}
+	}
+	x[100] = INFINITY;
+	ck_assert_int_eq(bn_q8_0_encode_row(x, K, row), -ERANGE);
+	x[100] = NAN;
+	ck_assert_int_eq(bn_q8_0_encode_row(x, K, row), -ERANGE);
+	x[100] = 1e7f;   /* d = 1e7 / 127 overflows f16 */
+	ck_assert_int_eq(bn_q8_0_encode_row(x, K, row), -ERANGE);
+	x[100] = 65504.0f;   /* the largest f16 head value still fits */
+	ck_assert_int_eq(bn_q8_0_encode_row(x, K, row), 0);
+}
+END_TEST
+
 /* ---- golden files ------------------------------------------------------------------- */
 
 static const char *shared_dir(void)
@@ -332,6 +415,8 @@ int main(void)
 	tcase_add_test(tc, tq1_layout);
 	tcase_add_test(tc, tq1_roundtrip);
 	tcase_add_test(tc, half_helpers);
+	tcase_add_test(tc, q8_0_rule);
+	tcase_add_test(tc, q8_0_rows);
 	suite_add_tcase(s, tc);
 	if (shared_dir()) {
 		TCase *tg = tcase_create("golden");

@@ -223,5 +223,23 @@ else
 	bad "untied head: $(cat "$tmp/out.txt")"
 fi
 
+# --head q8_0 writes what `bitnet requant --head q8_0` makes of the f16 file, tied or untied
+if "$BITNET" convert --head q8_0 "$d" "$d-q8.gguf" > "$tmp/out.txt" 2>&1 &&
+	"$BITNET" requant --head q8_0 --quiet "$d.gguf" "$d-rq.gguf" 2>> "$tmp/out.txt"; then
+	cmp -s "$d-q8.gguf" "$d-rq.gguf" && ok "untied head --head q8_0: the bytes requant writes" ||
+		bad "untied head --head q8_0: differs from requant's file"
+else
+	bad "untied head --head q8_0: $(cat "$tmp/out.txt")"
+fi
+if "$BITNET" convert --head q8_0 "$tmp/demo-packed" "$tmp/demo-q8.gguf" > "$tmp/out.txt" 2>&1 &&
+	"$BITNET" requant --head q8_0 --quiet "$tmp/demo-packed.gguf" "$tmp/demo-rq.gguf" 2>> "$tmp/out.txt"; then
+	grep -q "tied LM head written as output.weight (q8_0)" "$tmp/out.txt" || bad "--head q8_0: no note"
+	cmp -s "$tmp/demo-q8.gguf" "$tmp/demo-rq.gguf" && ok "demo --head q8_0: the bytes requant writes" ||
+		bad "demo --head q8_0: differs from requant's file"
+else
+	bad "demo --head q8_0: $(cat "$tmp/out.txt")"
+fi
+"$BITNET" convert --head q4_0 a b > /dev/null 2>&1 && bad "--head q4_0 accepted"
+
 [ $fail = 0 ] && echo "PASS: convert"
 exit $fail

@@ -13,6 +13,8 @@ void bn_scalar_rmsnorm(const float *x, const float *w, size_t n, float eps, floa
 void bn_scalar_attn_head(const uint16_t *q16, const uint16_t *k, const uint16_t *v,
                          size_t stride, size_t n, size_t hd, float scale,
                          float *out, float *scratch);
+void bn_scalar_q8_gemm(const uint8_t *w, size_t k, size_t r0, size_t r1, const int8_t *xq,
+                       const uint16_t *xd, size_t m, float *y, size_t ldy);
 extern const struct bn_kernel_desc bn_kernel_desc;
 const struct bn_kernel_ops *bn_kernel_open(uint64_t cpu_features);
 
@@ -25,6 +27,7 @@ static const struct bn_kernel_ops ref_ops = {
 	.f16_gemm = bn_scalar_f16_gemm,
 	.rmsnorm = bn_scalar_rmsnorm,
 	.attn_head = bn_scalar_attn_head,
+	.q8_gemm = bn_scalar_q8_gemm,
 };
 
 int main(void)

@@ -3,7 +3,8 @@
  * SIMDe) and tests/neon-driver.c (standalone, cross-compiled and run under qemu-aarch64).
  * Exactness required (kernel.h): quantize_i8 q/scale/sum, ternary_gemm y, rmsnorm y and
  * attn_head out identical to the bit (memcmp); f16_gemm within 1e-5 relative of a double
- * reference, relative to sum_j |w_j x_j| (the magnitude f32 rounding errors scale with).
+ * reference, relative to sum_j |w_j x_j| (the magnitude f32 rounding errors scale with);
+ * q8_gemm identical to the bit, and batch-invariant (a row alone = the row in a batch).
  * Every output buffer carries guard values around the written range; they must survive. */
 #ifndef BN_PLUGIN_COMPARE_H
 #define BN_PLUGIN_COMPARE_H
@@ -433,6 +434,124 @@ static void pc_attn(struct pc_ctx *c)
 		}
 }
 
+/* ---- q8_gemm ---------------------------------------------------------------------- */
+
+enum { Q8_RANDOM, Q8_EXTREME, Q8_SCALES, Q8_NKINDS };
+/* Q8_RANDOM: activations through bn_q8_0_quantize_block, weights random int8 with random
+ * f16 scales. Q8_EXTREME: every weight -128 or 127 against activations +-127 (the largest
+ * block sums; int16 pair sums at their bound). Q8_SCALES: zero, subnormal, negative and
+ * the largest finite scales (no infinities: NaN payloads are not part of the contract). */
+
+static uint16_t pc_q8_scale(struct pc_ctx *c, int kind)
+{
+	if (kind != Q8_SCALES)
+		return bn_f32_to_f16((float)(pow(2.0, -12.0 + 10.0 * pc_unif(c)) *
+		                             ((pc_u64(c) & 1) ? 1.0 : -1.0)));
+	switch (pc_u64(c) % 6) {
+	case 0: return 0x0000;                               /* 0 */
+	case 1: return (uint16_t)(1 + pc_u64(c) % 0x3ff);    /* subnormal */
+	case 2: return 0x7bff;                               /* 65504 */
+	case 3: return 0xfbff;                               /* -65504 */
+	default: return bn_f32_to_f16((float)pc_gauss(c));
+	}
+}
+
+/* Weight rows [r0, r0 + rows) of a matrix with two more rows after them, y rows one wider. */
+static void pc_q8_case(struct pc_ctx *c, size_t k, size_t r0, size_t rows, size_t m, int kind)
+{
+	size_t r1 = r0 + rows, total = r1 + 2, ldy = r1 + 3, nb = k / BN_Q8_0_BLOCK;
+	size_t rb = nb * BN_Q8_0_BLOCK_BYTES;
+	uint8_t *w = pc_alloc(total * rb);                 /* [total][k/32] blocks */
+	int8_t *xq = pc_alloc(m * k);                      /* [m][k] */
+	uint16_t *xd = pc_alloc(m * nb * 2);               /* [m][k/32] f16 */
+	float *xf = pc_alloc(k * sizeof(float));           /* [k] */
+	size_t ny = m * ldy;
+	float *y1 = pc_alloc(ny * sizeof(float)), *y2 = pc_alloc(ny * sizeof(float));  /* [m][ldy] */
+	for (size_t r = 0; r < total; r++) {
+		for (size_t b = 0; b < nb; b++) {
+			uint8_t *blk = w + r * rb + b * BN_Q8_0_BLOCK_BYTES;
+			uint16_t d = pc_q8_scale(c, kind);
+			blk[0] = (uint8_t)d;
+			blk[1] = (uint8_t)(d >> 8);
+			for (size_t j = 0; j < BN_Q8_0_BLOCK; j++)
+				blk[2 + j] = kind == Q8_EXTREME ? ((pc_u64(c) & 1) ? 0x80 : 0x7f)
+				                                : (uint8_t)pc_u64(c);
+		}
+	}
+	for (size_t i = 0; i < m; i++) {
+		double mag = pow(10.0, -3.0 + 5.0 * pc_unif(c));
+		for (size_t b = 0; b < nb; b++) {
+			int8_t *q = xq + i * k + b * BN_Q8_0_BLOCK;
+			if (kind == Q8_EXTREME) {
+				for (size_t j = 0; j < BN_Q8_0_BLOCK; j++)
+					q[j] = (pc_u64(c) & 1) ? 127 : -127;
+				xd[i * nb + b] = pc_q8_scale(c, Q8_RANDOM);
+				continue;
+			}
+			for (size_t j = 0; j < BN_Q8_0_BLOCK; j++)
+				xf[j] = (float)(pc_gauss(c) * mag);
+			xd[i * nb + b] = bn_q8_0_quantize_block(xf, q);
+			if (kind == Q8_SCALES && (pc_u64(c) & 3) == 0)
+				xd[i * nb + b] = pc_q8_scale(c, kind);
+		}
+	}
+	for (size_t i = 0; i < ny; i++)
+		y1[i] = y2[i] = (float)i + 0.25f;   /* guard values outside [r0, r1) */
+	c->ref->q8_gemm(w, k, r0, r1, xq, xd, m, y1, ldy);
+	c->ops->q8_gemm(w, k, r0, r1, xq, xd, m, y2, ldy);
+	c->checks++;
+	if (memcmp(y1, y2, ny * sizeof(float))) {
+		size_t i = 0;
+		while (i < ny && !memcmp(&y1[i], &y2[i], sizeof(float)))
+			i++;
+		pc_fail(c, "q8_gemm k=%zu rows=[%zu,%zu) m=%zu kind=%d: y[%zu][%zu] %a vs %a",
+		        k, r0, r1, m, kind, i / ldy, i % ldy, y1[i], y2[i]);
+		goto out;
+	}
+	/* batch invariance: each activation alone, over rows split at an odd place */
+	float *ya = pc_alloc(ldy * sizeof(float));   /* [ldy] */
+	for (size_t i = 0; i < m; i++) {
+		size_t a = r0 + (r1 - r0) / 3;
+		c->ops->q8_gemm(w, k, r0, a, xq + i * k, xd + i * nb, 1, ya, ldy);
+		c->ops->q8_gemm(w, k, a, r1, xq + i * k, xd + i * nb, 1, ya, ldy);
+		c->checks++;
+		if (memcmp(ya + r0, y2 + i * ldy + r0, (r1 - r0) * sizeof(float))) {
+			pc_fail(c, "q8_gemm k=%zu m=%zu: activation row %zu alone differs from the batch "
+			        "(not batch-invariant)", k, m, i);
+			break;
+		}
+	}
+	free(ya);
+out:
+	free(w);
+	free(xq);
+	free(xd);
+	free(xf);
+	free(y1);
+	free(y2);
+}
+
+static void pc_q8gemm(struct pc_ctx *c)
+{
+	static const size_t ks[] = { 32, 64, 96, 256, 2560, 8192 };
+	static const size_t rowss[] = { 1, 3, 7, 8, 9, 17, 33, 130 };
+	for (size_t a = 0; a < sizeof(ks) / sizeof(ks[0]); a++)
+		for (size_t b = 0; b < sizeof(rowss) / sizeof(rowss[0]); b++)
+			for (size_t m = 1; m <= 5; m++) {
+				if (ks[a] * rowss[b] * m > (c->small ? (size_t)1 << 19 : (size_t)1 << 23))
+					continue;
+				size_t r0 = (size_t)(pc_u64(c) % 5);   /* odd starts too */
+				pc_q8_case(c, ks[a], r0, rowss[b], m, Q8_RANDOM);
+			}
+	for (size_t m = 1; m <= 5; m++) {
+		pc_q8_case(c, 2560, 1 + m, 19, m, Q8_EXTREME);
+		pc_q8_case(c, 160, 3, 23, m, Q8_SCALES);
+	}
+	pc_q8_case(c, 2560, 7, 41, 8, Q8_RANDOM);
+	if (!c->small)
+		pc_q8_case(c, 2560, 5, 515, 16, Q8_RANDOM);
+}
+
 /* Runs every op comparison; returns the number of failures. */
 static unsigned pc_run_all(struct pc_ctx *c)
 {
@@ -441,6 +560,7 @@ static unsigned pc_run_all(struct pc_ctx *c)
 	pc_f16gemm(c);
 	pc_rmsnorm(c);
 	pc_attn(c);
+	pc_q8gemm(c);
 	return c->fails;
 }
 

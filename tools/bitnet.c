@@ -18,6 +18,7 @@ static const struct {
 	{ "logits", cmd_logits, "write the logits of a token list" },
 	{ "mkmodel", cmd_mkmodel, "write a synthetic BitNet model" },
 	{ "convert", cmd_convert, "convert a Hugging Face BitNet checkpoint to GGUF" },
+	{ "requant", cmd_requant, "rewrite a model's LM head as q8_0 (or f16)" },
 	{ "tokenize", cmd_tokenize, "text to token ids" },
 	{ "detokenize", cmd_detokenize, "token ids to text" },
 	{ "run", cmd_run, "generate text from a prompt" },

@@ -79,8 +79,7 @@ static double bytes_per_token(const struct bn_model *m)
 		for (int i = 0; i < 7; i++)
 			b += (double)w[i]->rows * w[i]->k / 4;
 	}
-	size_t es = m->head_type == BN_TYPE_F32 ? 4 : 2;
-	return b + (double)m->hp.n_vocab * m->hp.n_embd * es;
+	return b + bn_model_head_bytes(m);
 }
 
 struct bench_cfg {
@@ -249,6 +248,7 @@ static void bench_print(const struct tool_engine *e, const struct bench_cfg *cfg
 		json_object *j = json_object_new_object();
 		json_object_object_add(j, "model", json_object_new_string(bn_model_path(e->model)));
 		json_object_object_add(j, "weight_type", json_object_new_string(bn_model_weight_type(e->model)));
+		json_object_object_add(j, "head_type", json_object_new_string(bn_model_head_type(e->model)));
 		json_object_object_add(j, "plugin", json_object_new_string(e->kernel->info.name));
 		json_object_object_add(j, "plugin_variant", json_object_new_string(e->kernel->variant));
 		json_object_object_add(j, "threads", json_object_new_int64(bn_pool_size(e->pool)));
@@ -275,9 +275,10 @@ static void bench_print(const struct tool_engine *e, const struct bench_cfg *cfg
 	printf("%-10s %8u %8lu %12.2f %12.2f %10.2f %10.2f %7.1f%%\n", e->kernel->info.name,
 	       bn_pool_size(e->pool), cfg->par, r->pp, r->tg, eff, r->bw,
 	       r->bw > 0 ? 100 * eff / r->bw : 0);
-	printf("pp%lu median of %lu, tg%lu median of %lu; %.3f GB read per generated token; "
-	       "bandwidth ceiling %.2f t/s\n", cfg->np, cfg->reps, cfg->ng, cfg->reps, r->bpt / 1e9,
-	       ceil_);
+	printf("pp%lu median of %lu, tg%lu median of %lu; %.3f GB read per generated token "
+	       "(%s head %.3f GB); bandwidth ceiling %.2f t/s\n", cfg->np, cfg->reps, cfg->ng,
+	       cfg->reps, r->bpt / 1e9, bn_model_head_type(e->model),
+	       bn_model_head_bytes(e->model) / 1e9, ceil_);
 	if (cfg->profile && cfg->ng)
 		print_profile(cfg, r);
 }
@@ -343,8 +344,9 @@ int cmd_bench(int argc, char **argv)
 	struct tool_engine e;
 	if ((r = tool_engine_open("bench", &eo, &e)))
 		return r;
-	fprintf(stderr, "bitnet bench: %s, %s, plugin %s (%s), %u threads on CPU %s%s%s\n",
-	        bn_model_path(e.model), bn_model_weight_type(e.model), e.kernel->info.name,
+	fprintf(stderr, "bitnet bench: %s, %s, %s head, plugin %s (%s), %u threads on CPU %s%s%s\n",
+	        bn_model_path(e.model), bn_model_weight_type(e.model), bn_model_head_type(e.model),
+	        e.kernel->info.name,
 	        e.kernel->variant, bn_pool_size(e.pool), bn_pool_cpus(e.pool),
 	        eo.numa ? ", numa " : "", eo.numa ? bn_numa_name((enum bn_numa)eo.numa) : "");
 	struct bench_res res;

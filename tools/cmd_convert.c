@@ -12,18 +12,20 @@
 #include "error.h"
 #include "gguf.h"
 #include "mkmodel.h"
+#include "requant.h"
 #include "tools.h"
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-	        "usage: bitnet convert HF_DIR OUT.gguf [--type i2_s|tq2_0|tq1_0]\n"
+	        "usage: bitnet convert HF_DIR OUT.gguf [--type i2_s|tq2_0|tq1_0] [--head f16|q8_0]\n"
 	        "                      [--tokenizer tokenizer.json] [--quiet]\n"
 	        "Converts a BitNetForCausalLM checkpoint (config.json, tokenizer.json, model.safetensors\n"
 	        "or a sharded model.safetensors.index.json; packed U8 + weight_scale or BF16/F16/F32\n"
 	        "master weights) to a bitnet-b1.58 GGUF with an F16 embedding and F32 norms, or a\n"
 	        "LlamaForCausalLM checkpoint with quantization_config.quant_method \"bitnet\" to a\n"
-	        "llama GGUF (q/k rows permuted for llama.cpp's interleaved RoPE).\n");
+	        "llama GGUF (q/k rows permuted for llama.cpp's interleaved RoPE). --head q8_0 also\n"
+	        "writes the LM head as a Q8_0 output.weight (what bitnet requant writes).\n");
 }
 
 struct progress {
@@ -64,6 +66,7 @@ int cmd_convert(int argc, char **argv)
 	static const struct option lopts[] = {
 		{ "type", required_argument, NULL, 't' },
 		{ "tokenizer", required_argument, NULL, 'k' },
+		{ "head", required_argument, NULL, 'H' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -85,6 +88,15 @@ int cmd_convert(int argc, char **argv)
 			break;
 		}
 		case 'k': o.tokenizer_json = optarg; break;
+		case 'H': {
+			int t = bn_requant_parse_head(optarg);
+			if (t < 0) {
+				tool_error("convert", "option --head: '%s' is not f16 or q8_0", optarg);
+				return 2;
+			}
+			o.head_type = (uint32_t)t;
+			break;
+		}
 		case 'q': quiet = true; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
@@ -128,8 +140,9 @@ int cmd_convert(int argc, char **argv)
 		       rep.n_scales_rounded, rep.max_scale_rel_change);
 	if (rep.n_zero_tensors)
 		printf("note: %u projections have all-zero ternary weights\n", rep.n_zero_tensors);
-	if (rep.untied_head)
-		printf("note: untied LM head written as output.weight (F16)\n");
+	if (rep.untied_head || rep.head_type == BN_TYPE_Q8_0)
+		printf("note: %s LM head written as output.weight (%s)\n",
+		       rep.untied_head ? "untied" : "tied", bn_ggml_type_name(rep.head_type));
 	long kb = peak_rss_kb();
 	if (kb > 0)
 		printf("peak RSS %ld KiB\n", kb);

@@ -274,6 +274,8 @@ static void inspect_json(const struct bn_model *m, const char *path)
 	json_object_object_add(j, "architecture", json_object_new_string(hp->arch_name));
 	json_object_object_add(j, "hparams", hparams_json(hp));
 	json_object_object_add(j, "weight_type", json_object_new_string(bn_model_weight_type(m)));
+	json_object_object_add(j, "head_type", json_object_new_string(bn_model_head_type(m)));
+	json_object_object_add(j, "head_tied", json_object_new_boolean(bn_model_head_tied(m)));
 	tokenizer_summary(g, j, NULL);
 	json_object_object_add(j, "tensors", tensors_json(g));
 	json_object_object_add(j, "tensor_bytes", json_object_new_int64((int64_t)b.total));
@@ -295,8 +297,10 @@ static void inspect_text(const struct bn_model *m, const char *path)
 	printf("width %u, ff %u, layers %u, heads %u / kv %u (head dim %u), vocab %u, context %u\n",
 	       hp->n_embd, hp->n_ff, hp->n_layer, hp->n_head, hp->n_head_kv, hp->head_dim,
 	       hp->n_vocab, hp->n_ctx_train);
-	printf("rope base %g, rms eps %g, projections %s\n", (double)hp->rope_base,
-	       (double)hp->eps, bn_model_weight_type(m));
+	printf("rope base %g, rms eps %g, projections %s, LM head %s (%s)\n",
+	       (double)hp->rope_base, (double)hp->eps, bn_model_weight_type(m),
+	       bn_model_head_type(m), bn_model_head_tied(m) ? "tied: token_embd.weight"
+	                                                    : "output.weight");
 	tokenizer_summary(g, NULL, stdout);
 	printf("\n%-32s %-6s %-18s %12s %12s\n", "tensor", "type", "shape", "bytes", "offset");
 	for (uint64_t i = 0; i < g->n_tensors; i++) {

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "error.h"
@@ -23,14 +24,15 @@ static void usage(FILE *f)
 	        "usage: bitnet mkmodel [--preset tiny|small|2b4t] [--hidden H] [--ff F] [--layers L]\n"
 	        "                      [--heads N] [--kv-heads K] [--vocab V] [--ctx C]\n"
 	        "                      [--type i2_s|tq2_0|tq1_0|f16|bf16|f32] [--embd-type f16|bf16|f32]\n"
-	        "                      [--arch bitnet-b1.58|bitnet-25|bitnet|llama] [--untied]\n"
+	        "                      [--arch bitnet-b1.58|bitnet-25|bitnet|llama] [--untied | --head q8_0]\n"
 	        "                      [--seed S] [--gamma-rms R] [--scale-tensors]\n"
 	        "                      [--tokenizer tokenizer.json] [--name NAME]\n"
 	        "                      [--rope-base B] [--eps E] [--quiet] --out FILE\n"
 	        "Writes a synthetic model with random ternary weights. Explicit options override the\n"
 	        "preset's values (default shape: tiny). With --tokenizer and no --vocab, the vocab size\n"
-	        "is the tokenizer's. --untied adds an output.weight head (default: tied to the\n"
-	        "embedding).\n");
+	        "is the tokenizer's. --untied adds an output.weight head with its own random rows;\n"
+	        "--head q8_0 adds an output.weight holding the embedding's rows in Q8_0 (what\n"
+	        "`bitnet requant --head q8_0` writes); with neither the head is tied to the embedding.\n");
 }
 
 static int parse_u32(const char *opt, const char *s, uint32_t *out)
@@ -95,6 +97,7 @@ static void show_progress(void *user, uint64_t done, uint64_t total)
 enum {
 	O_HIDDEN = 256, O_FF, O_LAYERS, O_HEADS, O_KV_HEADS, O_VOCAB, O_CTX, O_TYPE, O_EMBD_TYPE,
 	O_ARCH, O_SEED, O_GAMMA, O_SCALE, O_TOKENIZER, O_NAME, O_ROPE, O_EPS, O_PRESET, O_UNTIED,
+	O_HEAD,
 };
 
 int cmd_mkmodel(int argc, char **argv)
@@ -110,6 +113,7 @@ int cmd_mkmodel(int argc, char **argv)
 		{ "ctx", required_argument, NULL, O_CTX },
 		{ "type", required_argument, NULL, O_TYPE },
 		{ "embd-type", required_argument, NULL, O_EMBD_TYPE },
+		{ "head", required_argument, NULL, O_HEAD },
 		{ "arch", required_argument, NULL, O_ARCH },
 		{ "seed", required_argument, NULL, O_SEED },
 		{ "gamma-rms", required_argument, NULL, O_GAMMA },
@@ -163,6 +167,14 @@ int cmd_mkmodel(int argc, char **argv)
 			}
 			break;
 		}
+		case O_HEAD:
+			if (strcasecmp(optarg, "q8_0")) {
+				tool_error("mkmodel", "option --head: '%s' is not q8_0 (leave it out for a "
+				           "tied f16 head)", optarg);
+				rc = -EINVAL;
+			}
+			set.head_type = BN_TYPE_Q8_0;
+			break;
 		case O_ARCH: set.arch = optarg; break;
 		case O_SEED: rc = parse_u64(name, optarg, &set.seed); break;
 		case O_GAMMA: rc = parse_f32(name, optarg, &set.gamma_rms); break;
@@ -226,9 +238,10 @@ int cmd_mkmodel(int argc, char **argv)
 		char vocab[32] = "tokenizer's vocab";
 		if (o.vocab)
 			snprintf(vocab, sizeof vocab, "vocab %u", o.vocab);
-		printf("wrote %s: %s, hidden %u, ff %u, %u layers, %u/%u heads, %s, %s, %s head, seed %"
-		       PRIu64 "\n", out, o.arch, o.hidden, o.ff, o.layers, o.heads, o.kv_heads, vocab,
-		       bn_ggml_type_name(o.wtype), o.untied ? "untied" : "tied", o.seed);
+		printf("wrote %s: %s, hidden %u, ff %u, %u layers, %u/%u heads, %s, %s, head %s, "
+		       "seed %" PRIu64 "\n", out, o.arch, o.hidden, o.ff, o.layers, o.heads, o.kv_heads,
+		       vocab, bn_ggml_type_name(o.wtype),
+		       o.untied ? "untied" : o.head_type ? bn_ggml_type_name(o.head_type) : "tied", o.seed);
 	}
 	return 0;
 }

@@ -422,6 +422,7 @@ static void run_receipt(const struct run_opts *o, const struct run *r, int rc)
 	json_object_object_add(j, "architecture", json_object_new_string(id.arch));
 	json_object_object_add(j, "file_type", json_object_new_int64(id.file_type));
 	json_object_object_add(j, "weight_type", json_object_new_string(id.weight_type));
+	json_object_object_add(j, "head_type", json_object_new_string(id.head_type));
 	json_object_object_add(j, "model_header_sha256", json_object_new_string(id.header_sha256));
 	json_object_object_add(j, "template", json_object_new_string(o->tokens ? "none (token ids)"
 	                                                              : bn_chat_format_name(o->fmt)));

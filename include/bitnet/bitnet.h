@@ -62,6 +62,7 @@ struct bn_model_identity {
 	const char *arch;
 	uint32_t file_type;        /* general.file_type, 0 when absent */
 	const char *weight_type;   /* projections, e.g. "i2_s" */
+	const char *head_type;     /* LM head, e.g. "f16" or "q8_0" */
 	char header_sha256[65];    /* SHA-256 of the header, KV section and tensor table */
 };
 
@@ -79,6 +80,11 @@ const char *bn_model_path(const struct bn_model *m);
 size_t bn_model_bytes_copied(const struct bn_model *m);
 /* Name of the projection weight type, e.g. "i2_s". */
 const char *bn_model_weight_type(const struct bn_model *m);
+/* Name of the LM head's type ("f16", "bf16", "f32", "q8_0"); whether it is token_embd
+ * (tied); the bytes one full pass over it reads. */
+const char *bn_model_head_type(const struct bn_model *m);
+bool bn_model_head_tied(const struct bn_model *m);
+double bn_model_head_bytes(const struct bn_model *m);
 void bn_model_identity(const struct bn_model *m, struct bn_model_identity *id);
 const struct bn_correction *bn_model_corrections(const struct bn_model *m, size_t *n);
 

@@ -20,7 +20,7 @@
 #include <stdint.h>
 
 #define BN_KERNEL_ABI_MAJOR 1
-#define BN_KERNEL_ABI_MINOR 0
+#define BN_KERNEL_ABI_MINOR 1   /* 1: q8_gemm */
 
 #define BN_KERNEL_DESC_SYMBOL "bn_kernel_desc"
 #define BN_KERNEL_OPEN_SYMBOL "bn_kernel_open"
@@ -45,6 +45,11 @@
  * 7:6, 5:4, 3:2, 1:0, as code = ternary + 1 (code 3 decodes as 0... see bn_i2s_code). */
 #define BN_I2S_BLOCK 128
 #define BN_I2S_BLOCK_BYTES 32
+
+/* Q8_0 (ggml type 8): 32 weights per 34-byte block, `uint16 d (f16); int8 qs[32]`, value =
+ * d * q. A row of k weights is k/32 blocks; k is a multiple of 32. */
+#define BN_Q8_0_BLOCK 32
+#define BN_Q8_0_BLOCK_BYTES 34
 
 struct bn_kernel_desc {
 	uint32_t abi_major;      /* BN_KERNEL_ABI_MAJOR the plugin was built for */
@@ -94,6 +99,23 @@ struct bn_kernel_ops {
 	void (*attn_head)(const uint16_t *q16, const uint16_t *k, const uint16_t *v,
 	                  size_t stride, size_t n, size_t hd, float scale,
 	                  float *out, float *scratch);
+
+	/* ---- minor 1 ---- */
+
+	/* Q8_0 x Q8_0 matrix product over weight rows [r0, r1) (an 8-bit LM head). For weight
+	 * row r, activation row i and 32-blocks b = 0, 1, ... in order:
+	 *   isum_b = sum_{j<32} wq[r][b][j] * xq[i][32b+j]          (int32, exact)
+	 *   acc = acc + (float)isum_b * (f16(wd[r][b]) * f16(xd[i][b]))   (acc starts at 0.0f)
+	 *   y[i][r] = acc
+	 * Each step rounds to f32 as written (no FMA; f16 x f16 is exact in f32 and |isum| <
+	 * 2^24 converts exactly), so the result is fixed to the bit: every plugin must match
+	 * the scalar plugin exactly, and a row's value does not depend on m or on [r0, r1).
+	 * (SIMD goes across rows, never across a row's blocks.) xq holds values in [-127, 127]
+	 * (bn_q8_0_quantize_block never writes -128); wq may hold any int8.
+	 * w: [rows][k/32] blocks of BN_Q8_0_BLOCK_BYTES; xq: [m][k] int8; xd: [m][k/32] f16
+	 * bits; y: [m][ldy] f32. k is a multiple of 32. */
+	void (*q8_gemm)(const uint8_t *w, size_t k, size_t r0, size_t r1, const int8_t *xq,
+	                const uint16_t *xd, size_t m, float *y, size_t ldy);
 };
 
 typedef const struct bn_kernel_ops *(*bn_kernel_open_fn)(uint64_t cpu_features);
@@ -153,6 +175,36 @@ static inline float bn_softmax_exp(float *s, size_t n, float mx)
 		sum += (double)s[t];
 	}
 	return (float)(1.0 / sum);
+}
+
+/* One Q8_0 block of 32 values, the one quantizer of the project (the engine's activations
+ * before a Q8_0 head, and `bitnet requant` / `convert` / `mkmodel` for the weights):
+ *   amax = max|x| (NaN ignored); d = f16(amax / 127) (f32 division, then round to nearest
+ *   even f16); q = rint(x / f32(d)) (f32 division, round half to even), clamped to
+ *   [-127, 127]; q = 0 where d is 0 or x is NaN.
+ * Dividing by the stored (rounded) d makes d * q the nearest grid point to x; the clamp
+ * only matters when d rounded down (|x| / d <= 127.07 rounds to 127). An infinite x gives an
+ * infinite d (callers that write weights refuse non-finite values first).
+ * x: [32] f32; q: [32] int8; returns d as f16 bits. */
+static inline uint16_t bn_q8_0_quantize_block(const float *x, int8_t *q)
+{
+	float amax = 0.0f;
+	for (int j = 0; j < BN_Q8_0_BLOCK; j++) {
+		float a = fabsf(x[j]);
+		if (a > amax)
+			amax = a;
+	}
+	uint16_t dh = bn_f32_to_f16(amax / 127.0f);
+	float d = bn_f16_to_f32(dh);
+	for (int j = 0; j < BN_Q8_0_BLOCK; j++) {
+		float v = d != 0.0f ? rintf(x[j] / d) : 0.0f;
+		if (v > 127.0f)
+			v = 127.0f;
+		if (v < -127.0f)
+			v = -127.0f;
+		q[j] = v == v ? (int8_t)v : 0;
+	}
+	return dh;
 }
 
 static inline float bn_bf16_to_f32(uint16_t h)

@@ -25,6 +25,15 @@
 #define P_NAME "somethingelse"
 #define P_MAJOR BN_KERNEL_ABI_MAJOR
 #define P_REQ 0
+#elif defined(BROKEN_OLDABI)
+/* A complete ABI 1.0 plugin (before q8_gemm): usable, q8_gemm from the built-in code. */
+#define P_NAME "oldabi"
+#define P_MAJOR BN_KERNEL_ABI_MAJOR
+#define P_REQ 0
+#define P_PRIO 99
+#endif
+#ifndef P_PRIO
+#define P_PRIO 100   /* would win under auto if the loader ignored its problems */
 #endif
 
 BN_KERNEL_EXPORT const struct bn_kernel_desc bn_kernel_desc = {
@@ -33,7 +42,7 @@ BN_KERNEL_EXPORT const struct bn_kernel_desc bn_kernel_desc = {
 	.name = P_NAME,
 	.description = "loader test plugin",
 	.required = P_REQ,
-	.priority = 100,   /* would win under auto if the loader ignored its problems */
+	.priority = P_PRIO,
 };
 
 #ifdef BROKEN_PARTIAL
@@ -57,13 +66,39 @@ static const struct bn_kernel_ops partial_ops = {
 };
 #endif
 
+#ifdef BROKEN_OLDABI
+static void old_quantize(const float *x, size_t n, int8_t *q, float *scale, int32_t *sum)
+{
+	(void)x;
+	for (size_t i = 0; i < n; i++)
+		q[i] = 2;
+	*scale = 1.0f;
+	*sum = 2 * (int32_t)n;
+}
+
+/* Every op of minor 0 is set; the table ends where q8_gemm begins (its size then). */
+static const struct bn_kernel_ops old_ops = {
+	.size = offsetof(struct bn_kernel_ops, q8_gemm),
+	.minor = 0,
+	.variant = "oldabi",
+	.quantize_i8 = old_quantize,
+	.ternary_gemm = (void *)2,
+	.f16_gemm = (void *)3,
+	.rmsnorm = (void *)4,
+	.attn_head = (void *)5,
+	.q8_gemm = (void *)6,   /* past .size: must be ignored, never called */
+};
+#endif
+
 #ifndef BROKEN_NOSYM
 BN_KERNEL_EXPORT const struct bn_kernel_ops *bn_kernel_open(uint64_t cpu_features);
 BN_KERNEL_EXPORT const struct bn_kernel_ops *bn_kernel_open(uint64_t cpu_features)
 {
 	(void)cpu_features;
-#ifdef BROKEN_PARTIAL
+#if defined(BROKEN_PARTIAL)
 	return &partial_ops;
+#elif defined(BROKEN_OLDABI)
+	return &old_ops;
 #else
 	abort();   /* the loader must refuse these before calling open */
 #endif
