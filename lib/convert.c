@@ -1189,21 +1189,10 @@ int bn_convert(const struct bn_convert_opts *opts, struct bn_convert_report *rep
 	cv.w = NULL;
 	if (rc)
 		goto fail;
-	if (fflush(fp) || fsync(fileno(fp))) {
-		rc = bn_err_set(err, -errno, "file %s: write failed: %s", tmp, strerror(errno));
-		goto fail;
-	}
-	int e = fclose(fp) ? errno : 0;
+	rc = bn_ggufw_commit_temp(fp, tmp, o.out, err);
 	fp = NULL;
-	if (e) {
-		rc = bn_err_set(err, -e, "file %s: close failed: %s", tmp, strerror(e));
+	if (rc)
 		goto fail;
-	}
-	if (rename(tmp, o.out)) {
-		rc = bn_err_set(err, -errno, "file %s: cannot rename to %s: %s", tmp, o.out,
-		                strerror(errno));
-		goto fail;
-	}
 	rep->arch = c->arch->gguf_arch;
 	rep->hf_class = c->arch->hf_class;
 	rep->n_layer = c->layers;

@@ -148,6 +148,23 @@ FILE *bn_ggufw_open_temp(const char *out, char *tmp, size_t cap, struct bn_error
 	return NULL;
 }
 
+int bn_ggufw_commit_temp(FILE *fp, const char *tmp, const char *out, struct bn_error *err)
+{
+	if (fflush(fp) || fsync(fileno(fp))) {
+		int e = errno;
+		fclose(fp);
+		return bn_err_set(err, -e, "file %s: write failed: %s", tmp, strerror(e));
+	}
+	if (fclose(fp)) {
+		int e = errno;
+		return bn_err_set(err, -e, "file %s: close failed: %s", tmp, strerror(e));
+	}
+	if (rename(tmp, out))
+		return bn_err_set(err, -errno, "file %s: cannot rename to %s: %s", tmp, out,
+		                  strerror(errno));
+	return 0;
+}
+
 /* ---- KV serialization --------------------------------------------------------------- */
 
 static int kv_reserve(struct bn_ggufw *w, size_t n, struct bn_error *err)

@@ -28,6 +28,9 @@ int bn_ggufw_open_fp(struct bn_ggufw **out, FILE *fp, const char *label, struct 
 /* Creates a new file "OUT.tmp-PID-N" next to out (O_EXCL) for writing, its name in tmp;
  * the caller renames it over out once complete, or unlinks it. NULL with err set. */
 FILE *bn_ggufw_open_temp(const char *out, char *tmp, size_t cap, struct bn_error *err);
+/* Makes the temporary file out: flushes, syncs and closes fp (always: fp is gone when this
+ * returns), then renames tmp over out. On failure the caller still unlinks tmp. */
+int bn_ggufw_commit_temp(FILE *fp, const char *tmp, const char *out, struct bn_error *err);
 
 /* KVs, in the order they will appear. Keys must be unique. Strings are copied. */
 int bn_ggufw_kv_u32(struct bn_ggufw *w, const char *key, uint32_t v, struct bn_error *err);

@@ -294,21 +294,10 @@ int bn_requant(const struct bn_requant_opts *opts, struct bn_requant_report *rep
 	q.w = NULL;
 	if (rc)
 		goto fail;
-	if (fflush(fp) || fsync(fileno(fp))) {
-		rc = bn_err_set(err, -errno, "file %s: write failed: %s", tmp, strerror(errno));
-		goto fail;
-	}
-	int e = fclose(fp) ? errno : 0;
+	rc = bn_ggufw_commit_temp(fp, tmp, opts->out, err);
 	fp = NULL;
-	if (e) {
-		rc = bn_err_set(err, -e, "file %s: close failed: %s", tmp, strerror(e));
+	if (rc)
 		goto fail;
-	}
-	if (rename(tmp, opts->out)) {
-		rc = bn_err_set(err, -errno, "file %s: cannot rename to %s: %s", tmp, opts->out,
-		                strerror(errno));
-		goto fail;
-	}
 	goto out;
 fail:
 	bn_ggufw_abort(q.w);   /* opened on our stream: neither closes nor removes it */
