@@ -1,5 +1,6 @@
 /* bitnet: offline verbs on the same engine as bitnetd. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,17 +109,42 @@ bool tool_parse_uint(const char *verb, const char *opt, const char *s, unsigned 
 	return true;
 }
 
-long tool_rss_kb(void)
+static long status_kb(const char *field)
 {
 	FILE *f = fopen("/proc/self/status", "r");
 	char line[256];
+	size_t n = strlen(field);
 	long kb = -1;
 	while (f && fgets(line, sizeof(line), f))
-		if (!strncmp(line, "VmRSS:", 6))
-			kb = strtol(line + 6, NULL, 10);
+		if (!strncmp(line, field, n))
+			kb = strtol(line + n, NULL, 10);
 	if (f)
 		fclose(f);
 	return kb;
+}
+
+long tool_rss_kb(void)
+{
+	return status_kb("VmRSS:");
+}
+
+long tool_peak_rss_kb(void)
+{
+	return status_kb("VmHWM:");
+}
+
+void tool_show_progress(void *user, uint64_t done, uint64_t total)
+{
+	struct tool_progress *p = user;
+	int pct = total ? (int)(done * 100 / total) : 100;
+	if (pct == p->last_pct)
+		return;
+	p->last_pct = pct;
+	fprintf(stderr, "\rbitnet %s: %3d%% (%" PRIu64 " / %" PRIu64 " MiB)", p->verb, pct,
+	        done >> 20, total >> 20);
+	if (done >= total)
+		fputc('\n', stderr);
+	fflush(stderr);
 }
 
 int main(int argc, char **argv)

@@ -28,39 +28,6 @@ static void usage(FILE *f)
 	        "writes the LM head as a Q8_0 output.weight (what bitnet requant writes).\n");
 }
 
-struct progress {
-	int last_pct;
-	bool show;
-};
-
-static void show_progress(void *user, uint64_t done, uint64_t total)
-{
-	struct progress *p = user;
-	int pct = total ? (int)(done * 100 / total) : 100;
-	if (!p->show || pct == p->last_pct)
-		return;
-	p->last_pct = pct;
-	fprintf(stderr, "\rbitnet convert: %3d%% (%" PRIu64 " / %" PRIu64 " MiB)", pct, done >> 20,
-	        total >> 20);
-	if (done >= total)
-		fputc('\n', stderr);
-	fflush(stderr);
-}
-
-/* Peak resident set size of this process in KiB (VmHWM), -1 if unknown. */
-static long peak_rss_kb(void)
-{
-	FILE *f = fopen("/proc/self/status", "r");
-	char line[256];
-	long kb = -1;
-	while (f && fgets(line, sizeof line, f))
-		if (!strncmp(line, "VmHWM:", 6))
-			kb = strtol(line + 6, NULL, 10);
-	if (f)
-		fclose(f);
-	return kb;
-}
-
 int cmd_convert(int argc, char **argv)
 {
 	static const struct option lopts[] = {
@@ -109,14 +76,17 @@ int cmd_convert(int argc, char **argv)
 	}
 	o.hf_dir = argv[optind];
 	o.out = argv[optind + 1];
-	struct progress prog = { -1, !quiet && isatty(STDERR_FILENO) };
-	o.progress = show_progress;
-	o.user = &prog;
+	struct tool_progress prog = { "convert", -1 };
+	bool show = !quiet && isatty(STDERR_FILENO);
+	if (show) {
+		o.progress = tool_show_progress;
+		o.user = &prog;
+	}
 
 	struct bn_error err = { 0 };
 	struct bn_convert_report rep;
 	int rc = bn_convert(&o, &rep, &err);
-	if (prog.show && prog.last_pct >= 0 && prog.last_pct < 100)
+	if (show && prog.last_pct >= 0 && prog.last_pct < 100)
 		fputc('\n', stderr);
 	if (rc) {
 		tool_error("convert", "%s", err.msg);
@@ -143,7 +113,7 @@ int cmd_convert(int argc, char **argv)
 	if (rep.untied_head || rep.head_type == BN_TYPE_Q8_0)
 		printf("note: %s LM head written as output.weight (%s)\n",
 		       rep.untied_head ? "untied" : "tied", bn_ggml_type_name(rep.head_type));
-	long kb = peak_rss_kb();
+	long kb = tool_peak_rss_kb();
 	if (kb > 0)
 		printf("peak RSS %ld KiB\n", kb);
 	return 0;

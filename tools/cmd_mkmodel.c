@@ -76,24 +76,6 @@ static int parse_f32(const char *opt, const char *s, float *out)
 	return 0;
 }
 
-struct progress {
-	int last_pct;
-};
-
-static void show_progress(void *user, uint64_t done, uint64_t total)
-{
-	struct progress *p = user;
-	int pct = total ? (int)(done * 100 / total) : 100;
-	if (pct == p->last_pct)
-		return;
-	p->last_pct = pct;
-	fprintf(stderr, "\rbitnet mkmodel: %3d%% (%" PRIu64 " / %" PRIu64 " MiB)", pct, done >> 20,
-	        total >> 20);
-	if (done >= total)
-		fputc('\n', stderr);
-	fflush(stderr);
-}
-
 enum {
 	O_HIDDEN = 256, O_FF, O_LAYERS, O_HEADS, O_KV_HEADS, O_VOCAB, O_CTX, O_TYPE, O_EMBD_TYPE,
 	O_ARCH, O_SEED, O_GAMMA, O_SCALE, O_TOKENIZER, O_NAME, O_ROPE, O_EPS, O_PRESET, O_UNTIED,
@@ -226,8 +208,8 @@ int cmd_mkmodel(int argc, char **argv)
 	 * be worth a progress line only on a terminal */
 	uint64_t total = bn_mkmodel_data_bytes(&o);
 	bool show = !quiet && (isatty(STDERR_FILENO) || total >= BIG_MODEL);
-	struct progress prog = { -1 };
-	rc = bn_mkmodel_write(&o, out, show ? show_progress : NULL, &prog, &err);
+	struct tool_progress prog = { "mkmodel", -1 };
+	rc = bn_mkmodel_write(&o, out, show ? tool_show_progress : NULL, &prog, &err);
 	if (rc) {
 		if (show && prog.last_pct >= 0 && prog.last_pct < 100)
 			fputc('\n', stderr);

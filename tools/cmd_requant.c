@@ -23,24 +23,6 @@ static void usage(FILE *f)
 	        "per 32 values); f16 converts a bf16 or f32 head. OUT may be IN.\n");
 }
 
-struct progress {
-	int last_pct;
-};
-
-static void show_progress(void *user, uint64_t done, uint64_t total)
-{
-	struct progress *p = user;
-	int pct = total ? (int)(done * 100 / total) : 100;
-	if (pct == p->last_pct)
-		return;
-	p->last_pct = pct;
-	fprintf(stderr, "\rbitnet requant: %3d%% (%" PRIu64 " / %" PRIu64 " MiB)", pct, done >> 20,
-	        total >> 20);
-	if (done >= total)
-		fputc('\n', stderr);
-	fflush(stderr);
-}
-
 int cmd_requant(int argc, char **argv)
 {
 	static const struct option lopts[] = {
@@ -88,10 +70,10 @@ int cmd_requant(int argc, char **argv)
 		size = ftell(f);
 	if (f)
 		fclose(f);
-	struct progress prog = { -1 };
+	struct tool_progress prog = { "requant", -1 };
 	bool show = !quiet && (isatty(STDERR_FILENO) || size >= (long)BIG_FILE);
 	if (show) {
-		o.progress = show_progress;
+		o.progress = tool_show_progress;
 		o.user = &prog;
 	}
 	struct bn_error err = { 0 };

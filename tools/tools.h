@@ -28,6 +28,15 @@ void tool_error(const char *verb, const char *fmt, ...) __attribute__((format(pr
 int tool_parse_tokens(const char *s, int32_t **out, uint32_t *n);
 /* Resident set size of this process in KiB (VmRSS), -1 if unknown. */
 long tool_rss_kb(void);
+/* Its peak (VmHWM), likewise. */
+long tool_peak_rss_kb(void);
+/* A "\rbitnet VERB: 42% (x / y MiB)" line on stderr for long writes (mkmodel, convert,
+ * requant): a bn_*_progress callback with user = a struct tool_progress { verb, -1 }. */
+struct tool_progress {
+	const char *verb;
+	int last_pct;                /* -1 before the first report */
+};
+void tool_show_progress(void *user, uint64_t done, uint64_t total);
 /* Parses a non-negative integer option value with range check; prints the error. */
 bool tool_parse_uint(const char *verb, const char *opt, const char *s, unsigned long min,
                      unsigned long max, unsigned long *out);
