@@ -20,7 +20,7 @@ static void inspect_usage(FILE *f)
 	           "--ln-stats exit status: 0, or 8 when --gate strict finds a norm out of range\n");
 }
 
-static json_object *corrections_json(const struct bn_model *m)
+json_object *tool_corrections_json(const struct bn_model *m)
 {
 	json_object *cs = json_object_new_array();
 	for (size_t i = 0; i < m->n_corrections; i++) {
@@ -81,7 +81,7 @@ static int ln_stats(const struct bn_model *m, enum bn_gate gate, const char *pol
 		json_object_object_add(j, "tensors", ts);
 		json_object_object_add(j, "out_of_range", json_object_new_int(bad));
 		json_object_object_add(j, "passed", json_object_new_boolean(bad == 0));
-		json_object_object_add(j, "corrections", corrections_json(m));
+		json_object_object_add(j, "corrections", tool_corrections_json(m));
 		puts(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
 		json_object_put(j);
 	} else {
@@ -280,7 +280,7 @@ static void inspect_json(const struct bn_model *m, const char *path)
 	json_object_object_add(j, "tensors", tensors_json(g));
 	json_object_object_add(j, "tensor_bytes", json_object_new_int64((int64_t)b.total));
 	json_object_object_add(j, "ternary_bytes", json_object_new_int64((int64_t)b.ternary));
-	json_object_object_add(j, "corrections", corrections_json(m));
+	json_object_object_add(j, "corrections", tool_corrections_json(m));
 	puts(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE));
 	json_object_put(j);
 }

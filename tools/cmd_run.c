@@ -393,22 +393,6 @@ static int run_generate(const struct run_opts *o, struct run *r)
 	return rc;
 }
 
-static json_object *run_corrections_json(const struct bn_model *model)
-{
-	json_object *cs = json_object_new_array();
-	for (size_t i = 0; i < model->n_corrections; i++) {
-		const struct bn_correction *cr = &model->corrections[i];
-		json_object *o = json_object_new_object();
-		json_object_object_add(o, "tensor", json_object_new_string(cr->tensor));
-		json_object_object_add(o, "kind", json_object_new_string(cr->kind));
-		json_object_object_add(o, "factor", json_object_new_double(cr->factor));
-		json_object_object_add(o, "rms_before", json_object_new_double(cr->rms_before));
-		json_object_object_add(o, "rms_after", json_object_new_double(cr->rms_after));
-		json_object_array_add(cs, o);
-	}
-	return cs;
-}
-
 /* --json: one line with what ran (model, plugin, threads, seed) and what came of it. */
 static void run_receipt(const struct run_opts *o, const struct run *r, int rc)
 {
@@ -451,7 +435,7 @@ static void run_receipt(const struct run_opts *o, const struct run *r, int rc)
 	for (size_t i = 0; i < r->out.n; i++)
 		json_object_array_add(oi, json_object_new_int(r->out.v[i]));
 	json_object_object_add(j, "output_ids", oi);
-	json_object_object_add(j, "corrections", run_corrections_json(e->model));
+	json_object_object_add(j, "corrections", tool_corrections_json(e->model));
 	if (rc)
 		json_object_object_add(j, "error", json_object_new_string(r->err.msg));
 	printf("%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));

@@ -30,6 +30,10 @@ int tool_parse_tokens(const char *s, int32_t **out, uint32_t *n);
 long tool_rss_kb(void);
 /* Its peak (VmHWM), likewise. */
 long tool_peak_rss_kb(void);
+/* The model's load-time corrections as a JSON array (tools/cmd_inspect.c; run --json too). */
+struct json_object;
+struct bn_model;
+struct json_object *tool_corrections_json(const struct bn_model *m);
 /* A "\rbitnet VERB: 42% (x / y MiB)" line on stderr for long writes (mkmodel, convert,
  * requant): a bn_*_progress callback with user = a struct tool_progress { verb, -1 }. */
 struct tool_progress {
