@@ -316,8 +316,8 @@ static double tmat_bytes(const struct bn_tmat *w)
 
 /* ---- parallel steps ---------------------------------------------------------------- */
 
-/* Work is handed out in chunks from an atomic counter rather than split evenly up front: on
- * a shared machine a worker that loses its core would otherwise hold everyone up. Which
+/* Work is handed out in chunks (bn_split: each worker's own range first, then the others'):
+ * on a shared machine a worker that loses its core would otherwise hold everyone up. Which
  * worker computes a row never changes its value. */
 #define GEMM_CHUNK 64    /* weight rows per chunk (a multiple of every plugin's row tile) */
 
@@ -328,16 +328,16 @@ struct gemm_job {
 	unsigned nw;
 	size_t m;
 	size_t total;                 /* rows of all matrices */
-	_Atomic size_t next;          /* next chunk */
+	struct bn_split split;        /* chunks of GEMM_CHUNK rows */
 };
 
 static void gemm_worker(void *arg, unsigned idx, unsigned n)
 {
 	struct gemm_job *j = arg;
-	(void)idx;
 	(void)n;
-	size_t nchunks = (j->total + GEMM_CHUNK - 1) / GEMM_CHUNK, ch;
-	while ((ch = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < nchunks) {
+	size_t ch;
+	unsigned cur = 0;
+	while (bn_split_next(&j->split, idx, &cur, &ch)) {
 		size_t lo = ch * GEMM_CHUNK, hi = lo + GEMM_CHUNK < j->total ? lo + GEMM_CHUNK : j->total;
 		size_t base = 0;
 		for (unsigned i = 0; i < j->nw && lo < hi; i++) {
@@ -354,9 +354,10 @@ static void gemm_worker(void *arg, unsigned idx, unsigned n)
 static void run_gemm(struct bn_ctx *c, size_t m, unsigned nw, const struct bn_tmat *w0, float *y0,
                      const struct bn_tmat *w1, float *y1, const struct bn_tmat *w2, float *y2)
 {
-	struct gemm_job j = { c, { w0, w1, w2 }, { y0, y1, y2 }, nw, m, 0, 0 };
+	struct gemm_job j = { .c = c, .w = { w0, w1, w2 }, .y = { y0, y1, y2 }, .nw = nw, .m = m };
 	for (unsigned i = 0; i < nw; i++)
 		j.total += j.w[i]->rows;
+	bn_split_init(&j.split, (j.total + GEMM_CHUNK - 1) / GEMM_CHUNK, bn_pool_size(c->pool));
 	dispatch(c, gemm_worker, &j);
 	/* `bitnet` arch: the .scale tensor multiplies the projection's output. */
 	for (unsigned i = 0; i < nw; i++) {
@@ -455,7 +456,7 @@ struct head_job {
 	struct bn_ctx *c;
 	size_t m;
 	float *logits;                /* [m][n_vocab] */
-	_Atomic size_t next;
+	struct bn_split split;        /* chunks of HEAD_CHUNK rows */
 };
 
 #define HEAD_CHUNK 512   /* vocabulary rows per chunk */
@@ -465,11 +466,20 @@ static void head_rows(const struct head_job *j, size_t lo, size_t hi);
 static void head_worker(void *arg, unsigned idx, unsigned n)
 {
 	struct head_job *j = arg;
-	(void)idx;
 	(void)n;
 	size_t V = j->c->m->hp.n_vocab, ch;
-	while ((ch = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) * HEAD_CHUNK < V)
+	unsigned cur = 0;
+	while (bn_split_next(&j->split, idx, &cur, &ch))
 		head_rows(j, ch * HEAD_CHUNK, ch * HEAD_CHUNK + HEAD_CHUNK < V ? ch * HEAD_CHUNK + HEAD_CHUNK : V);
+}
+
+/* logits [m][n_vocab] of the m normed rows in c->y16 / c->q8 / c->h */
+static void run_head(struct bn_ctx *c, size_t m, float *logits)
+{
+	struct head_job j = { .c = c, .m = m, .logits = logits };
+	bn_split_init(&j.split, (c->m->hp.n_vocab + HEAD_CHUNK - 1) / HEAD_CHUNK,
+	              bn_pool_size(c->pool));
+	dispatch(c, head_worker, &j);
 }
 
 static void head_rows(const struct head_job *j, size_t lo, size_t hi)
@@ -703,8 +713,7 @@ int bn_decode(struct bn_ctx *c, const struct bn_batch *b, float *logits, struct 
 	}
 	prof_mark(c, BN_PROF_OUT_NORM, 0);
 	if (nw && logits) {
-		struct head_job hj = { c, nw, logits, 0 };
-		dispatch(c, head_worker, &hj);
+		run_head(c, nw, logits);
 		prof_mark(c, BN_PROF_HEAD, bn_model_head_bytes(m));
 		for (size_t i = 0, r = 0; c->trace.fn && i < n; i++)
 			if (b->want ? b->want[i] : i + 1 == n)
@@ -756,8 +765,7 @@ int bn_ctx_stream_probe(struct bn_ctx *c, int reps, double *ternary_gbps, double
 		}
 		double t1 = bn_now();
 		if (f16) {
-			struct head_job hj = { c, 1, logits, 0 };
-			dispatch(c, head_worker, &hj);
+			run_head(c, 1, logits);
 		}
 		double t2 = bn_now();
 		rt[r] = tb / (t1 - t0) / 1e9;

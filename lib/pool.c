@@ -414,6 +414,32 @@ void bn_pool_split(size_t total, size_t align, unsigned i, unsigned n, size_t *l
 	*hi = b * align < total ? b * align : total;
 }
 
+void bn_split_init(struct bn_split *s, size_t total, unsigned n)
+{
+	s->nranges = n < 1 ? 1 : n > BN_SPLIT_RANGES ? BN_SPLIT_RANGES : n;
+	for (unsigned i = 0; i < s->nranges; i++) {
+		size_t lo, hi;
+		bn_pool_split(total, 1, i, s->nranges, &lo, &hi);
+		atomic_store_explicit(&s->r[i].next, lo, memory_order_relaxed);
+		s->r[i].end = hi;
+	}
+}
+
+bool bn_split_next(struct bn_split *s, unsigned idx, unsigned *cursor, size_t *chunk)
+{
+	for (; *cursor < s->nranges; ++*cursor) {
+		unsigned r = (idx + *cursor) % s->nranges;
+		if (atomic_load_explicit(&s->r[r].next, memory_order_relaxed) >= s->r[r].end)
+			continue;   /* spent: no need to bump its counter further */
+		size_t c = atomic_fetch_add_explicit(&s->r[r].next, 1, memory_order_relaxed);
+		if (c < s->r[r].end) {
+			*chunk = c;
+			return true;
+		}
+	}
+	return false;
+}
+
 static const char *const numa_names[] = { [BN_NUMA_OFF] = "off",
                                            [BN_NUMA_INTERLEAVE] = "interleave",
                                            [BN_NUMA_BIND] = "bind" };

@@ -4,6 +4,7 @@
 #ifndef BN_POOL_H
 #define BN_POOL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -55,5 +56,22 @@ int bn_pool_place(struct bn_pool *p, const void *addr, size_t len, enum bn_numa 
                   struct bn_error *err);
 /* Splits [0, total) into n parts aligned to `align`: part i is [*lo, *hi). */
 void bn_pool_split(size_t total, size_t align, unsigned i, unsigned n, size_t *lo, size_t *hi);
+
+/* Hands out chunks [0, total) to the n workers of a dispatch: worker i takes the chunks of
+ * its own contiguous range front to back (one long stream per thread, which the hardware
+ * prefetchers follow; chunks dealt from one shared counter interleave the threads every
+ * chunk), then helps the others with what is left of theirs, so a worker that lost its core
+ * on a shared machine holds nobody up. Which worker takes a chunk must not change results. */
+#define BN_SPLIT_RANGES 64   /* more workers share ranges */
+struct bn_split {
+	unsigned nranges;
+	struct {
+		_Alignas(64) _Atomic size_t next;
+		size_t end;
+	} r[BN_SPLIT_RANGES];
+};
+void bn_split_init(struct bn_split *s, size_t total, unsigned n);
+/* The next chunk for worker idx into *chunk; false when none is left. *cursor starts at 0. */
+bool bn_split_next(struct bn_split *s, unsigned idx, unsigned *cursor, size_t *chunk);
 
 #endif

@@ -76,6 +76,71 @@ START_TEST(test_split)
 }
 END_TEST
 
+/* bn_split: every chunk exactly once, whatever the workers; a worker's own range comes
+ * first and in order; a worker that never runs leaves its range to the others. */
+struct split_job {
+	struct bn_split s;
+	_Atomic unsigned char seen[700];
+	_Atomic unsigned bad_order;
+	unsigned skip;                /* this worker takes nothing (it "lost its core") */
+};
+
+static void split_worker(void *arg, unsigned idx, unsigned n)
+{
+	struct split_job *j = arg;
+	if (idx == j->skip)
+		return;
+	size_t lo, hi, ch, own = 0;
+	bn_pool_split(700, 1, idx, n, &lo, &hi);   /* 700 chunks, as bn_split_init below */
+	unsigned cur = 0;
+	while (bn_split_next(&j->s, idx, &cur, &ch)) {
+		atomic_fetch_add(&j->seen[ch], 1);
+		if (cur == 0 && (ch < lo || ch >= hi || ch < own))
+			atomic_fetch_add(&j->bad_order, 1);
+		own = ch;
+	}
+}
+
+START_TEST(test_split_dispenser)
+{
+	unsigned threads[] = { 1, 2, 3, 5 };
+	for (size_t t = 0; t < sizeof(threads) / sizeof(threads[0]); t++) {
+		struct bn_pool_opts o;
+		bn_pool_opts_default(&o);
+		o.threads = threads[t];
+		struct bn_error err = { 0 };
+		struct bn_pool *p;
+		ck_assert_int_eq(bn_pool_new(&p, &o, &err), 0);
+		for (int rep = 0; rep < 300; rep++) {
+			static struct split_job j;
+			memset(&j, 0, sizeof j);
+			j.skip = threads[t] > 1 && rep % 3 == 0 ? (unsigned)rep % threads[t] : ~0u;
+			bn_split_init(&j.s, 700, threads[t]);
+			bn_pool_run(p, split_worker, &j);
+			for (size_t c = 0; c < 700; c++)
+				ck_assert_uint_eq(atomic_load(&j.seen[c]), 1);
+			ck_assert_uint_eq(atomic_load(&j.bad_order), 0);
+		}
+		bn_pool_free(p);
+	}
+	/* more workers than ranges: they share the ranges, still once each */
+	struct bn_split s;
+	bn_split_init(&s, 10, 1000);
+	ck_assert_uint_eq(s.nranges, BN_SPLIT_RANGES);
+	unsigned char seen[10] = { 0 };
+	size_t ch;
+	for (unsigned w = 0; w < 1000; w++) {
+		unsigned cur = 0;
+		while (bn_split_next(&s, w, &cur, &ch)) {
+			ck_assert(ch < 10);
+			seen[ch]++;
+		}
+	}
+	for (size_t c = 0; c < 10; c++)
+		ck_assert_uint_eq(seen[c], 1);
+}
+END_TEST
+
 START_TEST(test_cpus)
 {
 	struct bn_pool_opts o;
@@ -188,6 +253,7 @@ int main(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_dispatch);
 	tcase_add_test(tc, test_split);
+	tcase_add_test(tc, test_split_dispenser);
 	tcase_add_test(tc, test_cpus);
 	tcase_add_test(tc, test_numa);
 	suite_add_tcase(s, tc);
