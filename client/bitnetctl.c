@@ -362,6 +362,7 @@ struct stream {
 	char daemon[256];         /* bitnetd's unique name: the sender of its reply */
 	bool warned;              /* about a signal from someone else, said once */
 	bool probe_warned;        /* that the request cannot be checked on, said once */
+	double heard;             /* now_s() when the daemon last showed the request is alive */
 };
 
 static double now_s(void)
@@ -511,8 +512,11 @@ static int left_bus(bool print, const struct result *res)
 	return EX_NODAEMON;
 }
 
-/* Sends a Generate/Chat call and streams its Text signals until Finished. */
-static int stream(DBusMessage *m, bool print, struct result *res)
+/* A stream function's answer while the stream goes on; any other is bitnetctl's exit code. */
+#define STREAM_GOING (-1)
+
+/* Sends the Generate/Chat call m; st gets the request object and the daemon's unique name. */
+static int stream_begin(DBusMessage *m, struct stream *st)
 {
 	char owner_rule[256];
 	/* the daemon going away must end the wait */
@@ -526,52 +530,172 @@ static int stream(DBusMessage *m, bool print, struct result *res)
 	if (!r)
 		return rc;
 	/* the bus stamps every message's sender: the reply's is the daemon's unique name */
-	struct stream st = { .warned = false };
 	const char *p, *daemon = dbus_message_get_sender(r);
 	if (!dbus_message_get_args(r, NULL, DBUS_TYPE_OBJECT_PATH, &p, DBUS_TYPE_INVALID) ||
-	    !daemon || strlen(p) >= sizeof(st.path) || strlen(daemon) >= sizeof(st.daemon)) {
+	    !daemon || strlen(p) >= sizeof(st->path) || strlen(daemon) >= sizeof(st->daemon)) {
 		fprintf(stderr, "bitnetctl: unexpected reply from bitnetd\n");
 		dbus_message_unref(r);
 		return EX_FAIL;
 	}
-	snprintf(st.path, sizeof(st.path), "%s", p);
-	snprintf(st.daemon, sizeof(st.daemon), "%s", daemon);
+	snprintf(st->path, sizeof(st->path), "%s", p);
+	snprintf(st->daemon, sizeof(st->daemon), "%s", daemon);
 	dbus_message_unref(r);
+	return STREAM_GOING;
+}
+
+/* After SILENCE_S without a word: is the request still there? If not, its Finished was
+ * lost, or is queued ahead of the answer (*lost: read what is queued, then give up). */
+static int stream_probe(struct stream *st, bool print, const struct result *res, bool *lost)
+{
+	DBusError e;
+	dbus_error_init(&e);
+	int pr = request_probe(st, &e);
+	int rc = STREAM_GOING;
+	st->heard = now_s();
+	if (pr == -ESRCH) {
+		rc = left_bus(print, res);
+	} else if (pr == -ETIMEDOUT) {
+		if (print)
+			fputc('\n', stdout);
+		fprintf(stderr, "bitnetctl: bitnetd sent nothing for %.0f s and did not "
+		        "answer about request %s: %s\n", SILENCE_S, st->path, e.message);
+		rc = EX_NODAEMON;
+	} else if (pr == -EIO && !st->probe_warned) {
+		/* cannot tell; keep waiting, as before this check existed */
+		fprintf(stderr, "bitnetctl: cannot check on request %s: %s\n", st->path, e.message);
+		st->probe_warned = true;
+	}
+	dbus_error_free(&e);
+	*lost = pr == -ENOENT;
+	return rc;
+}
+
+/* Whether the NameOwnerChanged s says bitnetd left; one not from the bus is reported. */
+static bool daemon_left(struct stream *st, DBusMessage *s)
+{
+	const char *n, *o, *nw;
+	if (!dbus_message_has_sender(s, DBUS_SERVICE_DBUS)) {
+		ignore_signal(st, s);
+		return false;
+	}
+	return dbus_message_get_args(s, NULL, DBUS_TYPE_STRING, &n, DBUS_TYPE_STRING, &o,
+	                             DBUS_TYPE_STRING, &nw, DBUS_TYPE_INVALID) &&
+	       !strcmp(n, NAME) && !strcmp(o, st->daemon) && !*nw;
+}
+
+/* A signal on one of bitnetd's interfaces that bitnetd did not send. */
+static bool from_impostor(const struct stream *st, DBusMessage *s)
+{
+	const char *si = dbus_message_get_interface(s);
+	return dbus_message_get_type(s) == DBUS_MESSAGE_TYPE_SIGNAL && si &&
+	       !strncmp(si, NAME ".", strlen(NAME ".")) && !dbus_message_has_sender(s, st->daemon);
+}
+
+static void on_text(struct stream *st, DBusMessage *s, bool print, struct result *res)
+{
+	const char *t;
+	st->heard = now_s();
+	if (dbus_message_get_args(s, NULL, DBUS_TYPE_STRING, &t, DBUS_TYPE_INVALID)) {
+		if (print) {
+			fputs(t, stdout);
+			fflush(stdout);
+		}
+		result_append(res, t, strlen(t));
+	}
+}
+
+/* The exit code for the receipt in res; a cancellation or an error is explained here. */
+static int finished_exit(const struct stream *st, const struct result *res)
+{
+	if (!strcmp(res->reason, "cancelled")) {
+		if (!interrupted)
+			return explain_cancelled(st, res);
+		fprintf(stderr, "bitnetctl: cancelled after %u generated tokens\n",
+		        stats_generated(res));
+		return EX_CANCELLED;
+	}
+	if (!strcmp(res->reason, "error")) {
+		json_object *e = NULL;
+		json_object_object_get_ex(res->stats, "error", &e);
+		fprintf(stderr, "bitnetctl: generation failed: %s\n",
+		        e ? json_object_get_string(e) : "unknown error");
+		return EX_GENFAIL;
+	}
+	return EX_OK;
+}
+
+/* Finished(s reason, a{sv} stats) into res; a receipt without a reason counts as an error. */
+static int on_finished(const struct stream *st, DBusMessage *s, bool print, struct result *res)
+{
+	DBusMessageIter it;
+	const char *reason = "error";
+	if (dbus_message_iter_init(s, &it) && dbus_message_iter_get_arg_type(&it) == DBUS_TYPE_STRING) {
+		dbus_message_iter_get_basic(&it, &reason);
+		dbus_message_iter_next(&it);
+		res->stats = variant_json(&it);
+	}
+	snprintf(res->reason, sizeof(res->reason), "%s", reason);
+	if (print)
+		fputc('\n', stdout);
+	fflush(stdout);
+	return finished_exit(st, res);
+}
+
+/* One message popped from the connection; s stays the caller's to unref. */
+static int stream_message(struct stream *st, DBusMessage *s, bool print, struct result *res)
+{
+	/* libdbus makes this one itself; it has no sender */
+	if (dbus_message_is_signal(s, DBUS_INTERFACE_LOCAL, "Disconnected") &&
+	    !dbus_message_get_sender(s)) {
+		fprintf(stderr, "bitnetctl: lost the connection to %s\n", bus_desc);
+		return EX_NODAEMON;
+	}
+	if (dbus_message_is_signal(s, DBUS_INTERFACE_DBUS, "NameOwnerChanged"))
+		return daemon_left(st, s) ? left_bus(print, res) : STREAM_GOING;
+	if (from_impostor(st, s)) {
+		ignore_signal(st, s);
+		return STREAM_GOING;
+	}
+	const char *sp = dbus_message_get_path(s);
+	if (!sp || strcmp(sp, st->path))
+		return STREAM_GOING;
+	if (dbus_message_is_signal(s, IFACE_REQUEST, "Text"))
+		on_text(st, s, print, res);
+	else if (dbus_message_is_signal(s, IFACE_REQUEST, "Finished"))
+		return on_finished(st, s, print, res);
+	return STREAM_GOING;
+}
+
+static int lost_finished(const struct stream *st, bool print, const struct result *res)
+{
+	if (print)
+		fputc('\n', stdout);
+	fprintf(stderr, "bitnetctl: request %s ended, but its Finished signal never "
+	        "arrived: the bus dropped it (a reader too slow for the stream?), and "
+	        "perhaps text with it; %zu bytes of text received, the end unknown\n",
+	        st->path, res->len);
+	return EX_FAIL;
+}
+
+/* Sends a Generate/Chat call and streams its Text signals until Finished. */
+static int stream(DBusMessage *m, bool print, struct result *res)
+{
+	struct stream st = { .warned = false };
+	int rc = stream_begin(m, &st);
+	if (rc != STREAM_GOING)
+		return rc;
 	bool cancel_sent = false;
-	double heard = now_s();   /* when the daemon last showed that the request is alive */
+	st.heard = now_s();
 	for (;;) {
 		if (interrupted && !cancel_sent) {
 			cancel_request(&st);
 			cancel_sent = true;
 		}
-		/* silence: is the request still there? If not, its Finished was lost. */
 		bool lost = false;
-		if (now_s() - heard >= SILENCE_S) {
-			DBusError e;
-			dbus_error_init(&e);
-			int pr = request_probe(&st, &e);
-			heard = now_s();
-			if (pr == -ESRCH) {
-				dbus_error_free(&e);
-				return left_bus(print, res);
-			}
-			if (pr == -ETIMEDOUT) {
-				if (print)
-					fputc('\n', stdout);
-				fprintf(stderr, "bitnetctl: bitnetd sent nothing for %.0f s and did not "
-				        "answer about request %s: %s\n", SILENCE_S, st.path, e.message);
-				dbus_error_free(&e);
-				return EX_NODAEMON;
-			}
-			if (pr == -EIO && !st.probe_warned) {
-				/* cannot tell; keep waiting, as before this check existed */
-				fprintf(stderr, "bitnetctl: cannot check on request %s: %s\n", st.path,
-				        e.message);
-				st.probe_warned = true;
-			}
-			dbus_error_free(&e);
-			/* a Finished sent before the object went is queued ahead of the answer */
-			lost = pr == -ENOENT;
+		if (now_s() - st.heard >= SILENCE_S) {
+			rc = stream_probe(&st, print, res, &lost);
+			if (rc != STREAM_GOING)
+				return rc;
 		}
 		if (!dbus_connection_read_write(conn, lost ? 0 : 200)) {
 			fprintf(stderr, "bitnetctl: lost the connection to %s\n", bus_desc);
@@ -579,90 +703,13 @@ static int stream(DBusMessage *m, bool print, struct result *res)
 		}
 		DBusMessage *s;
 		while ((s = dbus_connection_pop_message(conn))) {
-			/* libdbus makes this one itself; it has no sender */
-			if (dbus_message_is_signal(s, DBUS_INTERFACE_LOCAL, "Disconnected") &&
-			    !dbus_message_get_sender(s)) {
-				dbus_message_unref(s);
-				fprintf(stderr, "bitnetctl: lost the connection to %s\n", bus_desc);
-				return EX_NODAEMON;
-			}
-			if (dbus_message_is_signal(s, DBUS_INTERFACE_DBUS, "NameOwnerChanged")) {
-				const char *n, *o, *nw;
-				if (!dbus_message_has_sender(s, DBUS_SERVICE_DBUS)) {
-					ignore_signal(&st, s);
-				} else if (dbus_message_get_args(s, NULL, DBUS_TYPE_STRING, &n, DBUS_TYPE_STRING,
-				                                 &o, DBUS_TYPE_STRING, &nw, DBUS_TYPE_INVALID) &&
-				           !strcmp(n, NAME) && !strcmp(o, st.daemon) && !*nw) {
-					dbus_message_unref(s);
-					return left_bus(print, res);
-				}
-				dbus_message_unref(s);
-				continue;
-			}
-			const char *si = dbus_message_get_interface(s);
-			if (dbus_message_get_type(s) == DBUS_MESSAGE_TYPE_SIGNAL && si &&
-			    !strncmp(si, NAME ".", strlen(NAME ".")) &&
-			    !dbus_message_has_sender(s, st.daemon)) {
-				ignore_signal(&st, s);
-				dbus_message_unref(s);
-				continue;
-			}
-			const char *sp = dbus_message_get_path(s);
-			if (!sp || strcmp(sp, st.path)) {
-				dbus_message_unref(s);
-				continue;
-			}
-			if (dbus_message_is_signal(s, IFACE_REQUEST, "Text")) {
-				const char *t;
-				heard = now_s();
-				if (dbus_message_get_args(s, NULL, DBUS_TYPE_STRING, &t, DBUS_TYPE_INVALID)) {
-					if (print) {
-						fputs(t, stdout);
-						fflush(stdout);
-					}
-					result_append(res, t, strlen(t));
-				}
-			} else if (dbus_message_is_signal(s, IFACE_REQUEST, "Finished")) {
-				DBusMessageIter it;
-				const char *reason = "error";
-				if (dbus_message_iter_init(s, &it) &&
-				    dbus_message_iter_get_arg_type(&it) == DBUS_TYPE_STRING) {
-					dbus_message_iter_get_basic(&it, &reason);
-					dbus_message_iter_next(&it);
-					res->stats = variant_json(&it);
-				}
-				snprintf(res->reason, sizeof(res->reason), "%s", reason);
-				dbus_message_unref(s);
-				if (print)
-					fputc('\n', stdout);
-				fflush(stdout);
-				if (!strcmp(res->reason, "cancelled")) {
-					if (!interrupted)
-						return explain_cancelled(&st, res);
-					fprintf(stderr, "bitnetctl: cancelled after %u generated tokens\n",
-					        stats_generated(res));
-					return EX_CANCELLED;
-				}
-				if (!strcmp(res->reason, "error")) {
-					json_object *e = NULL;
-					json_object_object_get_ex(res->stats, "error", &e);
-					fprintf(stderr, "bitnetctl: generation failed: %s\n",
-					        e ? json_object_get_string(e) : "unknown error");
-					return EX_GENFAIL;
-				}
-				return EX_OK;
-			}
+			rc = stream_message(&st, s, print, res);
 			dbus_message_unref(s);
+			if (rc != STREAM_GOING)
+				return rc;
 		}
-		if (lost) {
-			if (print)
-				fputc('\n', stdout);
-			fprintf(stderr, "bitnetctl: request %s ended, but its Finished signal never "
-			        "arrived: the bus dropped it (a reader too slow for the stream?), and "
-			        "perhaps text with it; %zu bytes of text received, the end unknown\n",
-			        st.path, res->len);
-			return EX_FAIL;
-		}
+		if (lost)
+			return lost_finished(&st, print, res);
 	}
 }
 

@@ -117,119 +117,175 @@ static bool model_settings_differ(const struct bd_config *a, const struct bd_con
 	       strcmp(a->template_name, b->template_name);
 }
 
+/* The steps of engine_load: each builds its part of e anew when the settings in c (or the
+ * parts built before it) change it, and leaves it as w's otherwise. */
+
+static int engine_model(const struct bd_config *c, bool first, struct bd_engine *e,
+                        bool *model_changed, struct bn_error *err)
+{
+	/* a model whose file changed under it is mapped again even with the same settings */
+	if (!first && !model_settings_differ(c, &w_cfg) && !atomic_load(&w.model->stale))
+		return 0;
+	int rc = model_open(&e->model, c, err);
+	if (rc)
+		return rc;
+	*model_changed = true;
+	if (c->prefault && !c->mlock && !strcmp(c->numa, "off")) {
+		bd_notify("STATUS=Reading the weights in");
+		double t0 = bn_now();
+		size_t b = bn_model_prefault(e->model->model);
+		bn_log(BN_LOG_INFO, "prefault: %.1f MB of %s read in %.2f s", (double)b / 1e6,
+		       bn_model_path(e->model->model), bn_now() - t0);
+	}
+	return 0;
+}
+
+static int engine_pool(const struct bd_config *c, bool first, struct bd_engine *e,
+                       struct bn_error *err)
+{
+	if (!first && c->threads == w_cfg.threads && !strcmp(c->cpus, w_cfg.cpus) &&
+	    c->smt == w_cfg.smt)
+		return 0;
+	bd_notify("STATUS=Starting the worker pool");
+	struct bn_pool_opts po;
+	bn_pool_opts_default(&po);
+	po.threads = c->threads;
+	po.cpus = strcmp(c->cpus, "auto") ? c->cpus : NULL;
+	po.smt = c->smt;
+	return bn_pool_new(&e->pool, &po, err);
+}
+
+/* Placed again when the model (its pages) or the pool (its nodes) is new. */
+static int engine_numa(const struct bd_config *c, bool first, struct bd_engine *e,
+                       struct bn_error *err)
+{
+	if (!strcmp(c->numa, "off") ||
+	    !(first || e->model != w.model || e->pool != w.pool || strcmp(c->numa, w_cfg.numa)))
+		return 0;
+	enum bn_numa nm = BN_NUMA_OFF;
+	bn_numa_parse(c->numa, &nm);   /* the config check allowed only valid names */
+	const struct bn_gguf *g = bn_model_gguf(e->model->model);
+	bd_notify("STATUS=Placing the weights on NUMA nodes (%s)", c->numa);
+	return bn_pool_place(e->pool, g->base, g->size, nm, err);
+}
+
+/* After the model and the pool: `auto` measures the plugins on them. */
+static int engine_kernel(const struct bd_config *c, bool first, struct bd_engine *e,
+                         struct bn_error *err)
+{
+	bool is_auto = !strcmp(c->plugin, "auto");
+	if (!(first || strcmp(c->plugin, w_cfg.plugin) || strcmp(c->plugin_dir, w_cfg.plugin_dir) ||
+	      c->strict != w_cfg.strict || c->calibrate != w_cfg.calibrate ||
+	      (is_auto && c->calibrate && (e->model != w.model || e->pool != w.pool))))
+		return 0;
+	uint64_t cpu = bn_cpu_features();
+	const char *dir = c->plugin_dir[0] ? c->plugin_dir : bn_kernel_default_dir();
+	char cache[512];
+	bd_notify("STATUS=Loading kernel plugin from %s%s", dir,
+	          is_auto && c->calibrate ? " (timing the variants on the model)" : "");
+	int rc = bn_kernel_load_for(&e->kernel, dir, is_auto ? NULL : c->plugin, cpu,
+	                            e->model->model, e->pool, c->calibrate,
+	                            bn_calib_default_cache(cache, sizeof(cache)), NULL, err);
+	if (rc)
+		return rc;
+	struct bn_kernel *k = e->kernel;
+	if (c->strict && k->n_fallback)
+		return bn_err_set(err, -ENOEXEC, "kernel plugin '%s' lacks %u ops and strict mode "
+		                  "refuses the built-in fallback", k->info.name, k->n_fallback);
+	bn_log(BN_LOG_INFO, "kernel plugin %s (%s) from %s", k->info.name, k->variant, dir);
+	return 0;
+}
+
+static int engine_ctx(const struct bd_config *c, bool first, struct bd_engine *e,
+                      struct bn_error *err)
+{
+	if (!first && e->model == w.model && c->context == w_cfg.context &&
+	    c->slots == w_cfg.slots && c->step_tokens == w_cfg.step_tokens)
+		return 0;
+	/* a step carries up to step_tokens prompt and decode rows, and every slot's
+	 * next token even when that is more */
+	struct bn_ctx_opts co = { .n_ctx = c->context, .n_seq = c->slots,
+	                          .n_batch = c->step_tokens + c->slots };
+	return bn_ctx_new(&e->ctx, e->model->model, e->kernel, e->pool, &co, err);
+}
+
+/* The scheduler's slots sized for e; on failure the old engine gets its own back. */
+static int engine_slots(const struct bd_config *c, struct bd_engine *e, struct bn_error *err)
+{
+	e->slots = c->slots;
+	e->n_ctx = bn_ctx_n_ctx(e->ctx);
+	e->step_tokens = c->step_tokens;
+	if (!bd_sched_reset(e))
+		return 0;
+	int rc = bn_err_set(err, -ENOMEM, "out of memory for %u slots", c->slots);
+	/* the failed reset freed the slots: the old engine needs its own back */
+	if (w.ctx && bd_sched_reset(&w))
+		bn_log(BN_LOG_ERR, "out of memory restoring the slots");
+	return rc;
+}
+
+/* Frees the parts of e that are not w's: what a failed load built. */
+static void engine_drop_new(struct bd_engine *e)
+{
+	if (e->ctx != w.ctx)
+		bn_ctx_free(e->ctx);
+	if (e->pool != w.pool)
+		bn_pool_free(e->pool);
+	if (e->kernel != w.kernel)
+		bn_kernel_unload(e->kernel);
+	if (e->model != w.model)
+		bd_model_unref(e->model);
+}
+
+/* e becomes w, and the parts it replaced are released. */
+static void engine_commit(const struct bd_config *c, const struct bd_engine *e)
+{
+	if (e->ctx == w.ctx) {
+		bn_ctx_set_kernel(e->ctx, e->kernel);
+		bn_ctx_set_pool(e->ctx, e->pool);
+	}
+	if (e->ctx != w.ctx)
+		bn_ctx_free(w.ctx);
+	if (e->pool != w.pool)
+		bn_pool_free(w.pool);
+	if (e->kernel != w.kernel)
+		bn_kernel_unload(w.kernel);
+	if (e->model != w.model)
+		bd_model_unref(w.model);
+	w = *e;
+	w_cfg = *c;
+	uint64_t kv = bn_ctx_kv_bytes(w.ctx);
+	bn_log(BN_LOG_INFO, "engine: %s, kernel %s, %u threads on CPUs %s; %u slots of %u positions, "
+	       "%u tokens a step; KV cache %.1f MiB reserved (%.1f MiB a slot), committed as it fills",
+	       bn_model_path(w.model->model), w.kernel->info.name, bn_pool_size(w.pool),
+	       bn_pool_cpus(w.pool), w.slots, w.n_ctx, w.step_tokens, kv / 1048576.0,
+	       kv / 1048576.0 / w.slots);
+}
+
 /* Builds whatever the new settings change, all of it before releasing anything, so a
  * failure leaves the old engine serving. */
 static int engine_load(const struct bd_config *c, bool *model_changed, struct bn_error *err)
 {
 	bool first = !w.ctx;
-	struct bd_model *m = w.model;
-	struct bn_kernel *k = w.kernel;
-	struct bn_pool *p = w.pool;
-	struct bn_ctx *ctx = w.ctx;
-	int rc = 0;
+	struct bd_engine e = w;   /* each step replaces its part, or keeps w's */
 	*model_changed = false;
-
-	/* a model whose file changed under it is mapped again even with the same settings */
-	if (first || model_settings_differ(c, &w_cfg) || atomic_load(&w.model->stale)) {
-		if ((rc = model_open(&m, c, err)))
-			goto fail;
-		*model_changed = true;
-		if (c->prefault && !c->mlock && !strcmp(c->numa, "off")) {
-			bd_notify("STATUS=Reading the weights in");
-			double t0 = bn_now();
-			size_t b = bn_model_prefault(m->model);
-			bn_log(BN_LOG_INFO, "prefault: %.1f MB of %s read in %.2f s", (double)b / 1e6,
-			       bn_model_path(m->model), bn_now() - t0);
-		}
+	int rc = engine_model(c, first, &e, model_changed, err);
+	if (!rc)
+		rc = engine_pool(c, first, &e, err);
+	if (!rc)
+		rc = engine_numa(c, first, &e, err);
+	if (!rc)
+		rc = engine_kernel(c, first, &e, err);
+	if (!rc)
+		rc = engine_ctx(c, first, &e, err);
+	if (!rc)
+		rc = engine_slots(c, &e, err);
+	if (rc) {
+		engine_drop_new(&e);
+		return rc;
 	}
-	if (first || c->threads != w_cfg.threads || strcmp(c->cpus, w_cfg.cpus) || c->smt != w_cfg.smt) {
-		bd_notify("STATUS=Starting the worker pool");
-		struct bn_pool_opts po;
-		bn_pool_opts_default(&po);
-		po.threads = c->threads;
-		po.cpus = strcmp(c->cpus, "auto") ? c->cpus : NULL;
-		po.smt = c->smt;
-		if ((rc = bn_pool_new(&p, &po, err)))
-			goto fail;
-	}
-	if (strcmp(c->numa, "off") &&
-	    (first || m != w.model || p != w.pool || strcmp(c->numa, w_cfg.numa))) {
-		enum bn_numa nm = BN_NUMA_OFF;
-		bn_numa_parse(c->numa, &nm);   /* the config check allowed only valid names */
-		const struct bn_gguf *g = bn_model_gguf(m->model);
-		bd_notify("STATUS=Placing the weights on NUMA nodes (%s)", c->numa);
-		if ((rc = bn_pool_place(p, g->base, g->size, nm, err)))
-			goto fail;
-	}
-	/* after the model and the pool: `auto` measures the plugins on them */
-	bool is_auto = !strcmp(c->plugin, "auto");
-	if (first || strcmp(c->plugin, w_cfg.plugin) || strcmp(c->plugin_dir, w_cfg.plugin_dir) ||
-	    c->strict != w_cfg.strict || c->calibrate != w_cfg.calibrate ||
-	    (is_auto && c->calibrate && (m != w.model || p != w.pool))) {
-		uint64_t cpu = bn_cpu_features();
-		const char *dir = c->plugin_dir[0] ? c->plugin_dir : bn_kernel_default_dir();
-		char cache[512];
-		bd_notify("STATUS=Loading kernel plugin from %s%s", dir,
-		          is_auto && c->calibrate ? " (timing the variants on the model)" : "");
-		if ((rc = bn_kernel_load_for(&k, dir, is_auto ? NULL : c->plugin, cpu, m->model, p,
-		                             c->calibrate, bn_calib_default_cache(cache, sizeof(cache)),
-		                             NULL, err)))
-			goto fail;
-		if (c->strict && k->n_fallback) {
-			rc = bn_err_set(err, -ENOEXEC, "kernel plugin '%s' lacks %u ops and strict mode "
-			                "refuses the built-in fallback", k->info.name, k->n_fallback);
-			goto fail;
-		}
-		bn_log(BN_LOG_INFO, "kernel plugin %s (%s) from %s", k->info.name, k->variant, dir);
-	}
-	if (first || m != w.model || c->context != w_cfg.context || c->slots != w_cfg.slots ||
-	    c->step_tokens != w_cfg.step_tokens) {
-		/* a step carries up to step_tokens prompt and decode rows, and every slot's
-		 * next token even when that is more */
-		struct bn_ctx_opts co = { .n_ctx = c->context, .n_seq = c->slots,
-		                          .n_batch = c->step_tokens + c->slots };
-		if ((rc = bn_ctx_new(&ctx, m->model, k, p, &co, err)))
-			goto fail;
-	}
-	struct bd_engine ne = { k, p, ctx, m, c->slots, bn_ctx_n_ctx(ctx), c->step_tokens };
-	if (bd_sched_reset(&ne)) {
-		rc = bn_err_set(err, -ENOMEM, "out of memory for %u slots", c->slots);
-		/* the failed reset freed the slots: the old engine needs its own back */
-		if (w.ctx && bd_sched_reset(&w))
-			bn_log(BN_LOG_ERR, "out of memory restoring the slots");
-		goto fail;
-	}
-	if (ctx == w.ctx) {
-		bn_ctx_set_kernel(ctx, k);
-		bn_ctx_set_pool(ctx, p);
-	}
-	/* commit: release what was replaced */
-	if (ctx != w.ctx)
-		bn_ctx_free(w.ctx);
-	if (p != w.pool)
-		bn_pool_free(w.pool);
-	if (k != w.kernel)
-		bn_kernel_unload(w.kernel);
-	if (m != w.model)
-		bd_model_unref(w.model);
-	w = ne;
-	w_cfg = *c;
-	uint64_t kv = bn_ctx_kv_bytes(ctx);
-	bn_log(BN_LOG_INFO, "engine: %s, kernel %s, %u threads on CPUs %s; %u slots of %u positions, "
-	       "%u tokens a step; KV cache %.1f MiB reserved (%.1f MiB a slot), committed as it fills",
-	       bn_model_path(m->model), k->info.name, bn_pool_size(p), bn_pool_cpus(p), w.slots,
-	       w.n_ctx, w.step_tokens, kv / 1048576.0, kv / 1048576.0 / w.slots);
+	engine_commit(c, &e);
 	return 0;
-fail:
-	if (ctx != w.ctx)
-		bn_ctx_free(ctx);
-	if (p != w.pool)
-		bn_pool_free(p);
-	if (k != w.kernel)
-		bn_kernel_unload(k);
-	if (m != w.model)
-		bd_model_unref(m);
-	return rc;
 }
 
 /* With bd.lock held: what the bus thread shows of the engine. */

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "config.h"
 #include "log.h"
@@ -107,6 +108,57 @@ bool tool_parse_uint(const char *verb, const char *opt, const char *s, unsigned 
 	}
 	*out = v;
 	return true;
+}
+
+/* Reads f to its end into a buffer of cap bytes to start with, doubled as it fills. */
+static int read_all_from(FILE *f, size_t cap, char **out, size_t *len)
+{
+	size_t n = 0;
+	char *b = malloc(cap);   /* [cap]: the text and its NUL */
+	if (!b)
+		return -ENOMEM;
+	errno = 0;
+	for (;;) {
+		if (n == cap) {
+			char *nb = realloc(b, cap *= 2);
+			if (!nb) {
+				free(b);
+				return -ENOMEM;
+			}
+			b = nb;
+		}
+		size_t got = fread(b + n, 1, cap - n, f);
+		n += got;
+		if (got == 0)
+			break;
+	}
+	if (ferror(f)) {
+		int e = errno ? errno : EIO;   /* reading a directory gives EISDIR */
+		free(b);
+		return -e;
+	}
+	b[n] = '\0';   /* n < cap here: the loop grows the buffer before each read */
+	*out = b;
+	*len = n;
+	return 0;
+}
+
+int tool_read_all(FILE *f, char **out, size_t *len)
+{
+	return read_all_from(f, 4096, out, len);
+}
+
+int tool_read_path(const char *path, char **out, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return -errno;
+	/* a regular file is read in one go; a pipe or a device grows the buffer */
+	struct stat st;
+	size_t cap = fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) ? (size_t)st.st_size + 1 : 65536;
+	int rc = read_all_from(f, cap, out, len);
+	fclose(f);
+	return rc;
 }
 
 static long status_kb(const char *field)

@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "engine.h"
 #include "error.h"
@@ -34,44 +33,6 @@ static void perplexity_usage(FILE *f)
 	           "  --batch B   tokens per forward pass (default: ctx, at most 512)\n"
 	           "  prints the running perplexity after each chunk on stderr and the result on\n"
 	           "  stdout (--json: one object)\n");
-}
-
-/* The whole file (a pipe too), NUL-terminated; NULL with errno set. */
-static char *slurp(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return NULL;
-	struct stat st;
-	size_t cap = fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) ? (size_t)st.st_size + 1 : 65536;
-	size_t n = 0;
-	char *buf = malloc(cap + 1);   /* [cap + 1] */
-	while (buf) {
-		n += fread(buf + n, 1, cap - n, f);
-		if (n < cap)
-			break;
-		char *nb = realloc(buf, 2 * cap + 1);
-		if (!nb) {
-			free(buf);
-			buf = NULL;
-			errno = ENOMEM;
-			break;
-		}
-		buf = nb;
-		cap *= 2;
-	}
-	if (buf && ferror(f)) {
-		int e = errno ? errno : EIO;
-		free(buf);
-		buf = NULL;
-		errno = e;
-	}
-	fclose(f);
-	if (buf) {
-		buf[n] = '\0';
-		*len = n;
-	}
-	return buf;
 }
 
 /* Mean and spread of the per-token NLL (Welford: no cancellation over many tokens). */
@@ -345,9 +306,9 @@ int cmd_perplexity(int argc, char **argv)
 	if (rc != PPL_GO)
 		return rc;
 	size_t len = 0;
-	char *text = slurp(cfg.file, &len);
-	if (!text) {
-		tool_error("perplexity", "cannot read --file %s: %s", cfg.file, strerror(errno));
+	char *text = NULL;
+	if ((rc = tool_read_path(cfg.file, &text, &len))) {
+		tool_error("perplexity", "cannot read --file %s: %s", cfg.file, strerror(-rc));
 		return 1;
 	}
 	struct tool_engine e;

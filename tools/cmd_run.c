@@ -90,39 +90,6 @@ static bool parse_float(const char *opt, const char *s, float lo, float hi, floa
 	return true;
 }
 
-static char *read_file(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return NULL;
-	size_t cap = 4096, n = 0;
-	char *buf = malloc(cap + 1);
-	while (buf) {
-		size_t r = fread(buf + n, 1, cap - n, f);
-		n += r;
-		if (n < cap)
-			break;
-		char *nb = realloc(buf, cap * 2 + 1);
-		if (!nb) {
-			free(buf);
-			buf = NULL;
-			break;
-		}
-		buf = nb;
-		cap *= 2;
-	}
-	if (ferror(f)) {
-		free(buf);
-		buf = NULL;
-	}
-	fclose(f);
-	if (buf) {
-		buf[n] = '\0';
-		*len = n;
-	}
-	return buf;
-}
-
 /* Returned by the steps below to go on; anything else is the exit status. */
 #define RUN_GO (-1)
 
@@ -305,9 +272,9 @@ static int run_parse(int argc, char **argv, struct run_opts *o)
 static int run_read_prompt(const struct run_opts *o, struct run *r)
 {
 	if (o->pfile) {
-		r->pbuf = read_file(o->pfile, &r->plen);
-		if (!r->pbuf) {
-			tool_error("run", "cannot read --prompt-file %s: %s", o->pfile, strerror(errno));
+		int rc = tool_read_path(o->pfile, &r->pbuf, &r->plen);
+		if (rc) {
+			tool_error("run", "cannot read --prompt-file %s: %s", o->pfile, strerror(-rc));
 			return 1;
 		}
 		r->prompt = r->pbuf;

@@ -57,36 +57,6 @@ static int open_tokenizer(const char *verb, const char *path, const char *json,
 	return 0;
 }
 
-static int read_stream(FILE *f, char **out, size_t *len)
-{
-	size_t cap = 4096, n = 0;
-	char *b = malloc(cap);
-	if (!b)
-		return -ENOMEM;
-	for (;;) {
-		if (n == cap) {
-			char *nb = realloc(b, cap *= 2);
-			if (!nb) {
-				free(b);
-				return -ENOMEM;
-			}
-			b = nb;
-		}
-		size_t got = fread(b + n, 1, cap - n, f);
-		n += got;
-		if (got == 0)
-			break;
-	}
-	if (ferror(f)) {
-		free(b);
-		return -EIO;
-	}
-	b[n] = '\0';   /* n < cap here: the loop grows the buffer before each read */
-	*out = b;
-	*len = n;
-	return 0;
-}
-
 /* One token's bytes on one line: UTF-8 characters as they are, the rest escaped. */
 static void print_piece(const char *p, size_t n)
 {
@@ -159,7 +129,7 @@ int cmd_tokenize(int argc, char **argv)
 	char *text;
 	size_t len;
 	if (strcmp(arg, "-") == 0) {
-		if (read_stream(stdin, &text, &len)) {
+		if (tool_read_all(stdin, &text, &len)) {
 			tool_error("tokenize", "cannot read stdin");
 			return 1;
 		}
@@ -268,7 +238,7 @@ int cmd_detokenize(int argc, char **argv)
 		if (strcmp(argv[i], "-") == 0) {
 			char *in;
 			size_t len;
-			if (read_stream(stdin, &in, &len)) {
+			if (tool_read_all(stdin, &in, &len)) {
 				tool_error("detokenize", "cannot read stdin");
 				free(ids);
 				return 1;

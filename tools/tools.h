@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 struct bn_error;
 
@@ -26,6 +27,11 @@ void tool_log_to_stderr(int verbose);
 void tool_error(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Parses "1,2,3" into a malloc'd array. Returns 0 or -EINVAL. */
 int tool_parse_tokens(const char *s, int32_t **out, uint32_t *n);
+/* All of f (or of the file at path), NUL-terminated, its length in *len with any NUL bytes
+ * in it; the buffer is the caller's to free. 0, or a negative errno (ENOMEM; a read error's,
+ * or EIO; the path variant's fopen's). */
+int tool_read_all(FILE *f, char **out, size_t *len);
+int tool_read_path(const char *path, char **out, size_t *len);
 /* Resident set size of this process in KiB (VmRSS), -1 if unknown. */
 long tool_rss_kb(void);
 /* Its peak (VmHWM), likewise. */
