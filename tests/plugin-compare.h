@@ -220,6 +220,8 @@ static void pc_ternary_prefill(struct pc_ctx *c)
 	}
 	pc_ternary_case_at(c, 256, 3, 35, 33, TK_ZERO_ROWS);
 	pc_ternary_case_at(c, 2560, 5, 19, 17, TK_EXTREME_POS);
+	/* every int16 lane of a 64-step segment at exactly -32768 (the AVX2 GEMM's bound) */
+	pc_ternary_case_at(c, 4096, 1, 9, 9, TK_MAX_NEG);
 	if (!c->small)   /* int32 tile sums at the extremes */
 		pc_ternary_case_at(c, 32768, 1, 35, 17, TK_EXTREME_NEG);
 }
