@@ -66,7 +66,8 @@ static void run_usage(FILE *f)
 	fprintf(f,
 	        "usage: bitnet run --model M (--prompt P | --prompt-file F | --tokens IDS) [options]\n"
 	        "  --tokens 1,2,3        the prompt as token ids (no template, no BOS added)\n"
-	        "  --template raw|chat|llama3|instruct|auto   prompt format (default auto)\n"
+	        "  --template raw|chat|bitnet|llama3|instruct|auto   prompt format (default auto;\n"
+	        "                       bitnet is another name for chat)\n"
 	        "  --system S            system message (chat formats)\n"
 	        "  --max-tokens N        generated tokens at most (default 128; 0: until the context is full)\n"
 	        "  --temperature T --top-k K --top-p P --min-p P --repeat-penalty R --seed S\n"
