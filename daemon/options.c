@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <float.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "options.h"
@@ -75,11 +76,10 @@ static int opt_find(const struct opt_spec *table, const char *key, const struct 
 	if (s->name)
 		return 0;
 	char known[256] = "";   /* "a, b, c": both tables' names fit with room to spare */
-	for (const struct opt_spec *k = table; k->name; k++) {
-		strcat(known, k->name);
-		if (k[1].name)
-			strcat(known, ", ");
-	}
+	size_t n = 0;
+	for (const struct opt_spec *k = table; k->name && n < sizeof(known); k++)
+		n += (size_t)snprintf(known + n, sizeof(known) - n, "%s%s", k->name,
+		                      k[1].name ? ", " : "");   /* a longer table is cut, not overrun */
 	return bn_err_set(err, -EINVAL, "option '%s': unknown (known options: %s)", key, known);
 }
 
