@@ -39,6 +39,7 @@ expect $IA top_k Generate "hi" "{'top_k': <uint32 4294967295>}"
 expect $IA template Generate "hi" "{'template': <'fancy'>}"
 expect $IA stop Generate "hi" "{'stop': <['']>}"
 expect $IA bogus Generate "hi" "{'bogus': <1>}"
+expect $IA "known options: .*temperature, .*seed" Generate "hi" "{'bogus': <1>}"
 expect $IA system Generate "hi" "{'system': <'be nice'>}"
 expect $IA empty Generate "" "{}"
 big=$(head -c 5000 /dev/zero | tr '\0' a)
