@@ -857,6 +857,79 @@ static int chat_turn(struct history *h, const struct gen_opts *o, struct result 
 	return stream(m, !o->json, res);
 }
 
+/* One turn from the command line. */
+static int chat_once(struct history *h, const struct gen_opts *o, const char *msg)
+{
+	if (!dbus_validate_utf8(msg, NULL)) {
+		fprintf(stderr, "bitnetctl: the message is not valid UTF-8\n");
+		return EX_REJECTED;
+	}
+	history_add(h, "user", msg);
+	struct result res = { 0 };
+	int rc = chat_turn(h, o, &res);
+	if (o->json && res.reason[0])
+		print_json(&res, rc);
+	free(res.text);
+	json_object_put(res.stats);
+	return rc;
+}
+
+/* One line of input as a turn; the reply joins the history, a failed turn is forgotten. */
+static int chat_line(struct history *h, const struct gen_opts *o, const char *line)
+{
+	history_add(h, "user", line);
+	struct result res = { 0 };
+	int rc = chat_turn(h, o, &res);
+	if (o->json && res.reason[0])
+		print_json(&res, rc);
+	if (rc == EX_OK)
+		history_add(h, "assistant", res.text ? res.text : "");
+	else
+		free(h->role[--h->n]), free(h->content[h->n]);
+	free(res.text);
+	json_object_put(res.stats);
+	return rc;
+}
+
+/* Turns read line by line from standard input until /exit, end of input or the daemon goes. */
+static int chat_interactive(struct history *h, const struct gen_opts *o)
+{
+	bool tty = isatty(0);
+	char *line = NULL;
+	size_t cap = 0;
+	int rc = EX_OK;
+	for (;;) {
+		if (tty) {
+			fputs("> ", stderr);
+			fflush(stderr);
+		}
+		interrupted = 0;
+		ssize_t n = getline(&line, &cap, stdin);
+		if (n < 0)
+			break;
+		while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+			line[--n] = '\0';
+		if (!n)
+			continue;
+		if (text_check("that line", line, (size_t)n))
+			continue;   /* said why; the conversation goes on */
+		if (!strcmp(line, "/exit") || !strcmp(line, "/quit"))
+			break;
+		rc = chat_line(h, o, line);
+		if (rc == EX_NODAEMON)
+			break;
+		if (rc == EX_CANCELLED)
+			rc = EX_OK;   /* Ctrl-C ends the reply, not the conversation */
+	}
+	/* Ctrl-C at the prompt ends the conversation as end of input does */
+	if (ferror(stdin) && !interrupted) {
+		fprintf(stderr, "bitnetctl: cannot read standard input: %s\n", strerror(errno));
+		rc = EX_FAIL;
+	}
+	free(line);
+	return rc;
+}
+
 static int cmd_chat(int argc, char **argv)
 {
 	struct gen_opts o = { 0 };
@@ -874,63 +947,7 @@ static int cmd_chat(int argc, char **argv)
 	if (optind < argc - 1)
 		die_usage("chat: give at most one MESSAGE");
 	struct history h = { 0 };
-	int rc = EX_OK;
-	if (optind == argc - 1) {
-		if (!dbus_validate_utf8(argv[optind], NULL)) {
-			fprintf(stderr, "bitnetctl: the message is not valid UTF-8\n");
-			return EX_REJECTED;
-		}
-		history_add(&h, "user", argv[optind]);
-		struct result res = { 0 };
-		rc = chat_turn(&h, &o, &res);
-		if (o.json && res.reason[0])
-			print_json(&res, rc);
-		free(res.text);
-		json_object_put(res.stats);
-	} else {
-		bool tty = isatty(0);
-		char *line = NULL;
-		size_t cap = 0;
-		for (;;) {
-			if (tty) {
-				fputs("> ", stderr);
-				fflush(stderr);
-			}
-			interrupted = 0;
-			ssize_t n = getline(&line, &cap, stdin);
-			if (n < 0)
-				break;
-			while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-				line[--n] = '\0';
-			if (!n)
-				continue;
-			if (text_check("that line", line, (size_t)n))
-				continue;   /* said why; the conversation goes on */
-			if (!strcmp(line, "/exit") || !strcmp(line, "/quit"))
-				break;
-			history_add(&h, "user", line);
-			struct result res = { 0 };
-			rc = chat_turn(&h, &o, &res);
-			if (o.json && res.reason[0])
-				print_json(&res, rc);
-			if (rc == EX_OK)
-				history_add(&h, "assistant", res.text ? res.text : "");
-			else
-				free(h.role[--h.n]), free(h.content[h.n]);   /* forget the failed turn */
-			free(res.text);
-			json_object_put(res.stats);
-			if (rc == EX_NODAEMON)
-				break;
-			if (rc == EX_CANCELLED)
-				rc = EX_OK;   /* Ctrl-C ends the reply, not the conversation */
-		}
-		/* Ctrl-C at the prompt ends the conversation as end of input does */
-		if (ferror(stdin) && !interrupted) {
-			fprintf(stderr, "bitnetctl: cannot read standard input: %s\n", strerror(errno));
-			rc = EX_FAIL;
-		}
-		free(line);
-	}
+	int rc = optind == argc - 1 ? chat_once(&h, &o, argv[optind]) : chat_interactive(&h, &o);
 	for (size_t i = 0; i < h.n; i++) {
 		free(h.role[i]);
 		free(h.content[i]);
