@@ -227,7 +227,7 @@ ALWAYS_INLINE void gemv_rows4(const uint8_t *w, size_t k, size_t r, size_t r1, c
  * stage in C "changed nothing"), at about 1.7x these instructions. */
 #define ROW_BLOCKS16 16
 /* bytes ahead of a row's block that row_acts16 fetches: past the next row at k = 2560.
- * Without it a quarter of the four-sequence decode's samples sat on the weight load (perf). */
+ * Without it a fifth of the four-sequence decode's samples sat on the weight load (perf). */
 #define ROW_PF "1024"
 #define ROW_ACT(a, qa)                                                                        \
 	".if %c[na] > " #a "\n\t"                                                                 \
