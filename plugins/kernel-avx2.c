@@ -139,6 +139,13 @@ ALWAYS_INLINE float epilogue(int32_t acc, int32_t qsum, float qscale, float wsca
 	return ((float)(acc - qsum) / qscale) * wscale;
 }
 
+/* epilogue's operations on four lanes at once (one divps for four divss): the same bits. */
+ALWAYS_INLINE __m128 epilogue4(__m128i acc, __m128i qsum, __m128 qscale, float wscale)
+{
+	__m128 f = _mm_cvtepi32_ps(_mm_sub_epi32(acc, qsum));
+	return _mm_mul_ps(_mm_div_ps(f, qscale), _mm_set1_ps(wscale));
+}
+
 /* AVX-VNNI vpdpbusd (VEX form): acc += four u8 codes x s8 q per int32 lane, exact. Written
  * as asm so that the plugin needs no -mavxvnni: it only runs when the CPU has the feature
  * (chosen at open time) and the build still runs on AVX2-only CPUs. */
@@ -576,11 +583,10 @@ ALWAYS_INLINE void gemm_panel(const uint8_t *w, size_t k, size_t r, size_t nr, f
 		}
 		for (size_t i = 0; i < mb; i++) {
 			float *yi = y + (i0 + i) * ldy + r;
-			if (nr == GEMM_NR) {   /* epilogue's operations, four lanes at a time */
+			if (nr == GEMM_NR) {
 				__m128i a = _mm_loadu_si128((const __m128i *)(part + i * GEMM_NR));
-				__m128 f = _mm_cvtepi32_ps(_mm_sub_epi32(a, _mm_set1_epi32(qsum[i0 + i])));
-				f = _mm_mul_ps(_mm_div_ps(f, _mm_set1_ps(qscale[i0 + i])), _mm_set1_ps(wscale));
-				_mm_storeu_ps(yi, f);
+				_mm_storeu_ps(yi, epilogue4(a, _mm_set1_epi32(qsum[i0 + i]),
+				                            _mm_set1_ps(qscale[i0 + i]), wscale));
 				continue;
 			}
 			for (size_t t = 0; t < nr; t++)
@@ -663,12 +669,11 @@ ALWAYS_INLINE void ternary_body(const uint8_t *w, size_t k, size_t r0, size_t r1
 					gemm_row_acts(wr, k, qi, 2, acc);
 				else
 					gemm_row_acts(wr, k, qi, 1, acc);
-				if (na == 4) {   /* epilogue's operations, four lanes at a time */
-					__m128i s = _mm_sub_epi32(_mm_loadu_si128((const __m128i *)acc),
-					                          _mm_loadu_si128((const __m128i *)(qsum + i)));
-					__m128 f = _mm_div_ps(_mm_cvtepi32_ps(s), _mm_loadu_ps(qscale + i));
+				if (na == 4) {
 					float o[4];
-					_mm_storeu_ps(o, _mm_mul_ps(f, _mm_set1_ps(wscale)));
+					_mm_storeu_ps(o, epilogue4(_mm_loadu_si128((const __m128i *)acc),
+					                           _mm_loadu_si128((const __m128i *)(qsum + i)),
+					                           _mm_loadu_ps(qscale + i), wscale));
 					for (size_t a = 0; a < 4; a++)
 						y[(i + a) * ldy + r] = o[a];
 					continue;

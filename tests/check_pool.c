@@ -34,17 +34,24 @@ static void count_worker(void *arg, unsigned idx, unsigned n)
 		atomic_fetch_add(&j->rows, r + 1);
 }
 
+/* A pool of exactly n workers (default options otherwise). */
+static struct bn_pool *pool_of(unsigned n)
+{
+	struct bn_pool_opts o;
+	bn_pool_opts_default(&o);
+	o.threads = n;
+	struct bn_error err = { 0 };
+	struct bn_pool *p;
+	ck_assert_int_eq(bn_pool_new(&p, &o, &err), 0);
+	ck_assert_uint_eq(bn_pool_size(p), n);
+	return p;
+}
+
 START_TEST(test_dispatch)
 {
 	unsigned threads[] = { 1, 2, 3, 5 };
 	for (size_t t = 0; t < sizeof(threads) / sizeof(threads[0]); t++) {
-		struct bn_pool_opts o;
-		bn_pool_opts_default(&o);
-		o.threads = threads[t];
-		struct bn_error err = { 0 };
-		struct bn_pool *p;
-		ck_assert_int_eq(bn_pool_new(&p, &o, &err), 0);
-		ck_assert_uint_eq(bn_pool_size(p), threads[t]);
+		struct bn_pool *p = pool_of(threads[t]);
 		for (int rep = 0; rep < 2000; rep++) {
 			struct count_job j = { 0 };
 			j.total = 1000 + (size_t)rep % 37;
@@ -105,12 +112,7 @@ START_TEST(test_split_dispenser)
 {
 	unsigned threads[] = { 1, 2, 3, 5 };
 	for (size_t t = 0; t < sizeof(threads) / sizeof(threads[0]); t++) {
-		struct bn_pool_opts o;
-		bn_pool_opts_default(&o);
-		o.threads = threads[t];
-		struct bn_error err = { 0 };
-		struct bn_pool *p;
-		ck_assert_int_eq(bn_pool_new(&p, &o, &err), 0);
+		struct bn_pool *p = pool_of(threads[t]);
 		for (int rep = 0; rep < 300; rep++) {
 			static struct split_job j;
 			memset(&j, 0, sizeof j);
