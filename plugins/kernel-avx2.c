@@ -762,63 +762,50 @@ ALWAYS_INLINE void f16_tile(const uint16_t *w, size_t k, size_t r, size_t nr,
 			                     f16_tail(w + (r + t) * k, x + a * k, j, k);
 }
 
-/* One weight row x 4 activation rows already in f32 (xf [4][k]): each weight conversion
- * serves four activations, whose loads fold into the FMAs. f16_tile's per-dot structure
- * exactly (two accumulators over the halves of each 16-element step, added, reduced, then
- * the scalar tail), so the logits are the same bits. pf (or NULL): the next row. */
-ALWAYS_INLINE void f16_row_x4(const uint16_t *w, size_t k, size_t r, const float *xf,
-                              const uint16_t *x, float *y, size_t ldy, const uint16_t *pf)
+/* One weight row x 4 activation rows: each weight conversion serves four activations.
+ * The activations stay f16 ([4][k], 20 KB at k = 2560, inside L1, where an f32 copy of
+ * 40 KB was read from L2) and are converted from memory inside the loop; on Zen 3 that form
+ * of vcvtph2ps issues beside the FMAs: ~5.7 cycles a 16-element step against ~9.7 with f32
+ * activations (one thread, L2-resident rows). f16_tile's per-dot structure exactly (two
+ * accumulators over the halves of each 16-element step, added, reduced, then the scalar
+ * tail) and the same conversion, so the logits are the same bits. pf (or NULL): the next row. */
+ALWAYS_INLINE void f16_row_x4(const uint16_t *w, size_t k, size_t r, const uint16_t *x,
+                              float *y, size_t ldy, const uint16_t *pf)
 {
 	__m256 z = _mm256_setzero_ps();
 	__m256 a00 = z, a01 = z, a10 = z, a11 = z, a20 = z, a21 = z, a30 = z, a31 = z;
 	const uint16_t *wr = w + r * k;
-	const float *x0 = xf, *x1 = xf + k, *x2 = xf + 2 * k, *x3 = xf + 3 * k;
+	const uint16_t *x0 = x, *x1 = x + k, *x2 = x + 2 * k, *x3 = x + 3 * k;
 	size_t j = 0;
 	for (; j + 16 <= k; j += 16) {
-		if (pf)
+		if (pf && !(j & 31))   /* one line (32 elements) every other step */
 			_mm_prefetch((const char *)(pf + j), _MM_HINT_T0);
 		__m256 u0 = load_h8(wr + j), u1 = load_h8(wr + j + 8);
-		a00 = _mm256_fmadd_ps(u0, _mm256_loadu_ps(x0 + j), a00);
-		a01 = _mm256_fmadd_ps(u1, _mm256_loadu_ps(x0 + j + 8), a01);
-		a10 = _mm256_fmadd_ps(u0, _mm256_loadu_ps(x1 + j), a10);
-		a11 = _mm256_fmadd_ps(u1, _mm256_loadu_ps(x1 + j + 8), a11);
-		a20 = _mm256_fmadd_ps(u0, _mm256_loadu_ps(x2 + j), a20);
-		a21 = _mm256_fmadd_ps(u1, _mm256_loadu_ps(x2 + j + 8), a21);
-		a30 = _mm256_fmadd_ps(u0, _mm256_loadu_ps(x3 + j), a30);
-		a31 = _mm256_fmadd_ps(u1, _mm256_loadu_ps(x3 + j + 8), a31);
+		a00 = _mm256_fmadd_ps(u0, load_h8(x0 + j), a00);
+		a01 = _mm256_fmadd_ps(u1, load_h8(x0 + j + 8), a01);
+		a10 = _mm256_fmadd_ps(u0, load_h8(x1 + j), a10);
+		a11 = _mm256_fmadd_ps(u1, load_h8(x1 + j + 8), a11);
+		a20 = _mm256_fmadd_ps(u0, load_h8(x2 + j), a20);
+		a21 = _mm256_fmadd_ps(u1, load_h8(x2 + j + 8), a21);
+		a30 = _mm256_fmadd_ps(u0, load_h8(x3 + j), a30);
+		a31 = _mm256_fmadd_ps(u1, load_h8(x3 + j + 8), a31);
 	}
-	y[r] = hsum_ps(_mm256_add_ps(a00, a01)) + f16_tail(wr, x, j, k);
-	y[ldy + r] = hsum_ps(_mm256_add_ps(a10, a11)) + f16_tail(wr, x + k, j, k);
-	y[2 * ldy + r] = hsum_ps(_mm256_add_ps(a20, a21)) + f16_tail(wr, x + 2 * k, j, k);
-	y[3 * ldy + r] = hsum_ps(_mm256_add_ps(a30, a31)) + f16_tail(wr, x + 3 * k, j, k);
-}
-
-#define F16_XF_MAX 8192   /* longest row whose four activations are converted up front */
-
-/* x [n] f16 -> out [n] f32 with the conversion f16_tile applies to activations (a last
- * few elements portably: the tiles read only whole steps). Once per call, i.e. per head chunk. */
-ALWAYS_INLINE void f16_to_f32_row(const uint16_t *x, size_t n, float *out)
-{
-	size_t e = 0;
-	for (; e + 8 <= n; e += 8)
-		_mm256_storeu_ps(out + e, load_h8(x + e));
-	for (; e < n; e++)
-		out[e] = bn_f16_to_f32(x[e]);
+	y[r] = hsum_ps(_mm256_add_ps(a00, a01)) + f16_tail(wr, x0, j, k);
+	y[ldy + r] = hsum_ps(_mm256_add_ps(a10, a11)) + f16_tail(wr, x1, j, k);
+	y[2 * ldy + r] = hsum_ps(_mm256_add_ps(a20, a21)) + f16_tail(wr, x2, j, k);
+	y[3 * ldy + r] = hsum_ps(_mm256_add_ps(a30, a31)) + f16_tail(wr, x3, j, k);
 }
 
 static void f16_gemm(const uint16_t *w, size_t k, size_t r0, size_t r1,
                      const uint16_t *x, size_t m, float *y, size_t ldy)
 {
-	if (m >= 4 && k <= F16_XF_MAX) {
-		/* four activations at a time, converted once per call */
-		float xf[4 * F16_XF_MAX];   /* [4][k] */
+	if (m >= 4) {
+		/* four activations at a time */
 		size_t i0 = 0;
-		for (; i0 + 4 <= m; i0 += 4) {
-			f16_to_f32_row(x + i0 * k, 4 * k, xf);
+		for (; i0 + 4 <= m; i0 += 4)
 			for (size_t r = r0; r < r1; r++)
-				f16_row_x4(w, k, r, xf, x + i0 * k, y + i0 * ldy, ldy,
-				           r + 2 <= r1 ? w + (r + 1) * k : NULL);
-		}
+				f16_row_x4(w, k, r, x + i0 * k, y + i0 * ldy, ldy,
+				           r + 1 < r1 ? w + (r + 1) * k : NULL);
 		if (i0 == m)
 			return;
 		x += i0 * k;

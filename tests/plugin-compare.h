@@ -326,10 +326,10 @@ out:
 
 static void pc_f16gemm(struct pc_ctx *c)
 {
-	static const size_t ks[] = { 128, 2560, 8192, 100, 7, 24 };
+	static const size_t ks[] = { 128, 2560, 8192, 100, 7, 24, 10000 };
 	static const size_t rowss[] = { 1, 3, 17, 129 };
 	static const size_t ms[] = { 1, 2, 3, 5, 16 };
-	for (size_t a = 0; a < 6; a++)
+	for (size_t a = 0; a < sizeof ks / sizeof ks[0]; a++)
 		for (size_t b = 0; b < 4; b++)
 			for (size_t e = 0; e < 5; e++) {
 				if (ks[a] * rowss[b] * ms[e] > (c->small ? (size_t)1 << 19 : (size_t)1 << 23))
