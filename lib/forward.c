@@ -48,7 +48,7 @@ struct bn_ctx {
 	uint16_t *y16;                /* [n_batch][n_embd] final normed state in f16 */
 	uint16_t *yd;                 /* [n_batch][n_embd/32] its Q8_0 block scales (f16) when the
 	                               * head is Q8_0; the int8 values go to q8 ([n_batch][n_embd]) */
-	float *ahead;                 /* [n_threads][n_ctx] attention scratch */
+	float *ahead;                 /* [n_threads][group][n_ctx] attention scratch */
 	unsigned ahead_threads;
 
 	struct bn_profile *prof;      /* NULL: not profiling */
@@ -438,9 +438,12 @@ struct attn_job {
 	uint32_t layer;
 	const uint32_t *pos, *seq;
 	size_t m;
-	_Atomic size_t next;          /* next (token, head) pair */
+	_Atomic size_t next;          /* next (token, KV head) pair */
 };
 
+/* One (token, KV head) pair at a time: the query heads that share that KV head go to the
+ * plugin's attn_group together (the key and value rows read once), or one by one to its
+ * attn_head; the results are the same bits either way. */
 static void attn_worker(void *arg, unsigned idx, unsigned n)
 {
 	struct attn_job *j = arg;
@@ -449,16 +452,22 @@ static void attn_worker(void *arg, unsigned idx, unsigned n)
 	const struct bn_hparams *hp = &c->m->hp;
 	uint32_t hd = hp->head_dim, group = hp->n_head / hp->n_head_kv;
 	float scale = 1.0f / sqrtf((float)hd);
-	float *scratch = c->ahead + (size_t)idx * c->n_ctx;   /* [n_ctx] */
-	size_t p, total = j->m * hp->n_head;
+	float *scratch = c->ahead + (size_t)idx * group * c->n_ctx;   /* [group][n_ctx] */
+	size_t p, total = j->m * hp->n_head_kv;
 	while ((p = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < total) {
-		size_t i = p / hp->n_head;
-		uint32_t h = (uint32_t)(p % hp->n_head), g = h / group;
+		size_t i = p / hp->n_head_kv, npos = (size_t)j->pos[i] + 1;
+		uint32_t g = (uint32_t)(p % hp->n_head_kv);
 		const uint16_t *k = kv_at(c, c->kcache, j->layer, j->seq[i], 0) + (size_t)g * hd;
 		const uint16_t *v = kv_at(c, c->vcache, j->layer, j->seq[i], 0) + (size_t)g * hd;
-		c->ops->attn_head(c->q16 + i * hp->n_embd + (size_t)h * hd, k, v, c->kvd,
-		                  (size_t)j->pos[i] + 1, hd, scale,
-		                  c->att + i * hp->n_embd + (size_t)h * hd, scratch);
+		const uint16_t *q = c->q16 + i * hp->n_embd + (size_t)g * group * hd;   /* [group][hd] */
+		float *out = c->att + i * hp->n_embd + (size_t)g * group * hd;          /* [group][hd] */
+		if (c->ops->attn_group) {
+			c->ops->attn_group(q, group, k, v, c->kvd, npos, hd, scale, out, scratch);
+			continue;
+		}
+		for (uint32_t h = 0; h < group; h++)
+			c->ops->attn_head(q + (size_t)h * hd, k, v, c->kvd, npos, hd, scale,
+			                  out + (size_t)h * hd, scratch + (size_t)h * npos);
 	}
 }
 
@@ -610,7 +619,8 @@ int bn_decode(struct bn_ctx *c, const struct bn_batch *b, float *logits, struct 
 	unsigned nth = bn_pool_size(c->pool);
 	if (nth > c->ahead_threads) {
 		free(c->ahead);
-		c->ahead = xalloc((size_t)nth * c->n_ctx * sizeof(float));
+		c->ahead = xalloc((size_t)nth * (hp->n_head / hp->n_head_kv) * c->n_ctx *
+		                  sizeof(float));
 		c->ahead_threads = c->ahead ? nth : 0;
 		if (!c->ahead)
 			return bn_err_set(err, -ENOMEM, "out of memory");

@@ -159,7 +159,7 @@ static int kernel_open(struct bn_kernel *k, void *dl, uint64_t cpu, struct bn_er
 	void (*const *src)(void) = (void (*const *)(void))&bn_scalar_builtin_ops.quantize_i8;
 	size_t nops = (sizeof(k->ops) - offsetof(struct bn_kernel_ops, quantize_i8)) / sizeof(void *);
 	for (size_t i = 0; i < nops; i++) {
-		if (!dst[i]) {
+		if (!dst[i] && src[i]) {   /* NULL in both (attn_group): the engine's own loop */
 			dst[i] = src[i];
 			k->n_fallback++;
 		}

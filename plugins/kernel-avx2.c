@@ -954,6 +954,164 @@ static void attn_head(const uint16_t *q16, const uint16_t *k, const uint16_t *v,
 	}
 }
 
+/* ---- attn_group -------------------------------------------------------------------- */
+
+#define ATT_G 4          /* queries per pass over the keys and values */
+#define ATT_HD_MAX 256   /* longer heads go to attn_head one query at a time */
+#define ATT_TB 256       /* positions per block of f64 softmax weights (8 KB) */
+
+/* gq (1..ATT_G) queries sharing k and v, with attn_head's arithmetic for each, where the
+ * conversions of a key or value row to f64 serve all of them: a product f16 x f16 (or f16
+ * weight x f16 value) is exact in f32 and so in f64, so an f64 FMA adds exactly what
+ * attn_head's f32 product widened to f64 adds, with the same one rounding, in the same
+ * order (the same two 4-lane chains over 8-element steps for the scores; t in order for
+ * each output). */
+ALWAYS_INLINE void attn_g(const uint16_t *q16, size_t gq, const uint16_t *k, const uint16_t *v,
+                          size_t stride, size_t n, size_t hd, float scale, float *out,
+                          float *scratch)
+{
+	size_t hd8 = hd & ~(size_t)7;
+	double qd[ATT_G][ATT_HD_MAX];   /* [gq][hd8] queries in f64 */
+	for (size_t i = 0; i < gq; i++)
+		for (size_t d = 0; d < hd8; d += 8) {
+			__m256 f = load_h8(q16 + i * hd + d);
+			_mm256_storeu_pd(qd[i] + d, _mm256_cvtps_pd(_mm256_castps256_ps128(f)));
+			_mm256_storeu_pd(qd[i] + d + 4, _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1)));
+		}
+
+	float mx[ATT_G];
+	for (size_t i = 0; i < gq; i++)
+		mx[i] = -INFINITY;
+	for (size_t t = 0; t < n; t++) {
+		const uint16_t *kt = k + t * stride;   /* [hd] */
+		__m256d a0[ATT_G], a1[ATT_G];
+#pragma GCC unroll 4
+		for (size_t i = 0; i < gq; i++)
+			a0[i] = a1[i] = _mm256_setzero_pd();
+		for (size_t d = 0; d < hd8; d += 8) {
+			__m256 kf = load_h8(kt + d);
+			__m256d k0 = _mm256_cvtps_pd(_mm256_castps256_ps128(kf));
+			__m256d k1 = _mm256_cvtps_pd(_mm256_extractf128_ps(kf, 1));
+#pragma GCC unroll 4
+			for (size_t i = 0; i < gq; i++) {
+				a0[i] = _mm256_fmadd_pd(_mm256_loadu_pd(qd[i] + d), k0, a0[i]);
+				a1[i] = _mm256_fmadd_pd(_mm256_loadu_pd(qd[i] + d + 4), k1, a1[i]);
+			}
+		}
+#pragma GCC unroll 4
+		for (size_t i = 0; i < gq; i++) {
+			__m256d a = _mm256_add_pd(a0[i], a1[i]);
+			__m128d h = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+			double acc = _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+			for (size_t d = hd8; d < hd; d++)
+				acc += (double)(bn_f16_to_f32(q16[i * hd + d]) * bn_f16_to_f32(kt[d]));
+			float sc = (float)acc * scale;
+			scratch[i * n + t] = sc;
+			if (sc > mx[i])
+				mx[i] = sc;
+		}
+	}
+	for (size_t i = 0; i < gq; i++) {   /* attn_head's softmax and f16 rounding */
+		float *p = scratch + i * n;
+		float inv = bn_softmax_exp(p, n, mx[i]);
+		__m256 vinv = _mm256_set1_ps(inv);
+		size_t t = 0;
+		for (; t + 8 <= n; t += 8) {
+			__m128i h = _mm256_cvtps_ph(_mm256_mul_ps(_mm256_loadu_ps(p + t), vinv),
+			                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+			_mm256_storeu_ps(p + t, _mm256_cvtph_ps(h));
+		}
+		for (; t < n; t++)
+			p[t] = bn_f16_to_f32(bn_f32_to_f16(p[t] * inv));
+	}
+
+	/* out: 8 outputs x gq queries in registers over a block of positions, the sums carried
+	 * in acc between blocks */
+	double acc[ATT_G][ATT_HD_MAX];   /* [gq][hd8] */
+	double pd[ATT_G][ATT_TB];        /* [gq][block] weights in f64 */
+	for (size_t i = 0; i < gq; i++)
+		for (size_t d = 0; d < hd8; d++)
+			acc[i][d] = 0.0;
+	for (size_t t0 = 0; t0 < n; t0 += ATT_TB) {
+		size_t tn = n - t0 < ATT_TB ? n - t0 : ATT_TB;
+		for (size_t i = 0; i < gq; i++)
+			for (size_t u = 0; u < tn; u++)
+				pd[i][u] = scratch[i * n + t0 + u];
+		for (size_t d = 0; d < hd8; d += 8) {
+			__m256d a0[ATT_G], a1[ATT_G];
+#pragma GCC unroll 4
+			for (size_t i = 0; i < gq; i++) {
+				a0[i] = _mm256_loadu_pd(acc[i] + d);
+				a1[i] = _mm256_loadu_pd(acc[i] + d + 4);
+			}
+			const uint16_t *vt = v + t0 * stride + d;
+			for (size_t u = 0; u < tn; u++, vt += stride) {
+				__m256 vf = load_h8(vt);
+				__m256d v0 = _mm256_cvtps_pd(_mm256_castps256_ps128(vf));
+				__m256d v1 = _mm256_cvtps_pd(_mm256_extractf128_ps(vf, 1));
+#pragma GCC unroll 4
+				for (size_t i = 0; i < gq; i++) {
+					__m256d pb = _mm256_broadcast_sd(pd[i] + u);
+					a0[i] = _mm256_fmadd_pd(pb, v0, a0[i]);
+					a1[i] = _mm256_fmadd_pd(pb, v1, a1[i]);
+				}
+			}
+#pragma GCC unroll 4
+			for (size_t i = 0; i < gq; i++) {
+				_mm256_storeu_pd(acc[i] + d, a0[i]);
+				_mm256_storeu_pd(acc[i] + d + 4, a1[i]);
+			}
+		}
+	}
+	for (size_t i = 0; i < gq; i++) {
+		for (size_t d = 0; d < hd8; d += 4)
+			_mm_storeu_ps(out + i * hd + d, _mm256_cvtpd_ps(_mm256_loadu_pd(acc[i] + d)));
+		for (size_t d = hd8; d < hd; d++) {   /* attn_head's scalar tail */
+			double a = 0.0;
+			for (size_t t = 0; t < n; t++)
+				a += (double)(scratch[i * n + t] * bn_f16_to_f32(v[t * stride + d]));
+			out[i * hd + d] = (float)a;
+		}
+	}
+}
+
+#define ATT_FN(g)                                                                           \
+	static __attribute__((noinline)) void attn_g##g(const uint16_t *q16, const uint16_t *k, \
+		const uint16_t *v, size_t stride, size_t n, size_t hd, float scale, float *out,     \
+		float *scratch)                                                                     \
+	{                                                                                       \
+		attn_g(q16, g, k, v, stride, n, hd, scale, out, scratch);                           \
+	}
+ATT_FN(1)
+ATT_FN(2)
+ATT_FN(3)
+ATT_FN(4)
+#undef ATT_FN
+
+static void attn_group(const uint16_t *q16, size_t g, const uint16_t *k, const uint16_t *v,
+                       size_t stride, size_t n, size_t hd, float scale, float *out,
+                       float *scratch)
+{
+	if (hd > ATT_HD_MAX) {
+		for (size_t i = 0; i < g; i++)
+			attn_head(q16 + i * hd, k, v, stride, n, hd, scale, out + i * hd, scratch + i * n);
+		return;
+	}
+	for (size_t i = 0; i < g; i += ATT_G) {
+		size_t gq = g - i < ATT_G ? g - i : ATT_G;
+		const uint16_t *qi = q16 + i * hd;
+		float *oi = out + i * hd, *si = scratch + i * n;
+		if (gq == 4)
+			attn_g4(qi, k, v, stride, n, hd, scale, oi, si);
+		else if (gq == 3)
+			attn_g3(qi, k, v, stride, n, hd, scale, oi, si);
+		else if (gq == 2)
+			attn_g2(qi, k, v, stride, n, hd, scale, oi, si);
+		else
+			attn_g1(qi, k, v, stride, n, hd, scale, oi, si);
+	}
+}
+
 /* ---- q8_gemm ----------------------------------------------------------------------- */
 
 /* The contract fixes each logit's float operations (kernel.h: block sums in block order),
@@ -1053,6 +1211,7 @@ static const struct bn_kernel_ops avx2_ops = {
 	.f16_gemm = f16_gemm,
 	.rmsnorm = rmsnorm,
 	.attn_head = attn_head,
+	.attn_group = attn_group,
 	.q8_gemm = q8_gemm,
 };
 
@@ -1065,6 +1224,7 @@ static const struct bn_kernel_ops avx2_vnni_ops = {
 	.f16_gemm = f16_gemm,
 	.rmsnorm = rmsnorm,
 	.attn_head = attn_head,
+	.attn_group = attn_group,
 	.q8_gemm = q8_gemm,
 };
 

@@ -422,6 +422,52 @@ static void pc_attn_case(struct pc_ctx *c, size_t hd, size_t n, double sigma, in
 	free(s2);
 }
 
+/* attn_group: g queries against shared keys and values give, bit for bit, what the
+ * reference's attn_head gives each query alone (outputs and softmax weights). */
+static void pc_attn_group_case(struct pc_ctx *c, size_t g, size_t hd, size_t n, double sigma,
+                               int peaked)
+{
+	if (!c->ops->attn_group)
+		return;
+	size_t stride = hd * 2 + 8 * (pc_u64(c) % 2);
+	uint16_t *q16 = pc_alloc(g * hd * 2);                /* [g][hd] f16 */
+	uint16_t *k = pc_alloc(n * stride * 2 + 2), *v = pc_alloc(n * stride * 2 + 2);  /* [n][stride] */
+	float *o1 = pc_alloc((g * hd + 4) * sizeof(float)), *o2 = pc_alloc((g * hd + 4) * sizeof(float));
+	float *s1 = pc_alloc(g * n * sizeof(float)), *s2 = pc_alloc(g * n * sizeof(float));  /* [g][n] */
+	for (size_t d = 0; d < g * hd; d++)
+		q16[d] = pc_f16(c, sigma);
+	for (size_t i = 0; i < n * stride; i++) {
+		k[i] = pc_f16(c, sigma);
+		v[i] = pc_f16(c, 1.0);
+	}
+	if (peaked && n > 2)   /* one key aligned with the last query */
+		memcpy(k + (n / 2) * stride, q16 + (g - 1) * hd, hd * 2);
+	for (size_t d = 0; d < g * hd + 4; d++)
+		o1[d] = o2[d] = 7.0f;
+	float scale = 1.0f / sqrtf((float)hd);
+	for (size_t i = 0; i < g; i++)
+		c->ref->attn_head(q16 + i * hd, k, v, stride, n, hd, scale, o1 + i * hd, s1 + i * n);
+	c->ops->attn_group(q16, g, k, v, stride, n, hd, scale, o2, s2);
+	c->checks++;
+	if (memcmp(o1, o2, (g * hd + 4) * sizeof(float))) {
+		size_t d = 0;
+		while (!memcmp(&o1[d], &o2[d], sizeof(float)))
+			d++;
+		pc_fail(c, "attn_group g=%zu hd=%zu n=%zu sigma=%g peaked=%d: out[%zu][%zu] %a vs %a",
+		        g, hd, n, sigma, peaked, d / hd, d % hd, o1[d], o2[d]);
+	} else if (memcmp(s1, s2, g * n * sizeof(float))) {
+		pc_fail(c, "attn_group g=%zu hd=%zu n=%zu: softmax weights differ from attn_head's", g,
+		        hd, n);
+	}
+	free(q16);
+	free(k);
+	free(v);
+	free(o1);
+	free(o2);
+	free(s1);
+	free(s2);
+}
+
 static void pc_attn(struct pc_ctx *c)
 {
 	static const size_t hds[] = { 64, 128, 40, 100 };
@@ -433,7 +479,11 @@ static void pc_attn(struct pc_ctx *c)
 			pc_attn_case(c, hds[a], ns[b], 1.0, 0);
 			pc_attn_case(c, hds[a], ns[b], 3.0, 1);
 			pc_attn_case(c, hds[a], ns[b], 0.05, 0);
+			for (size_t g = 1; g <= 5; g++)
+				pc_attn_group_case(c, g, hds[a], ns[b], g == 4 ? 3.0 : 1.0, g == 4);
 		}
+	pc_attn_group_case(c, 4, 128, 600, 0.05, 0);   /* several position blocks */
+	pc_attn_group_case(c, 2, 300, 40, 1.0, 0);     /* longer than the plugins' group path */
 }
 
 /* ---- q8_gemm ---------------------------------------------------------------------- */

@@ -20,7 +20,7 @@
 #include <stdint.h>
 
 #define BN_KERNEL_ABI_MAJOR 1
-#define BN_KERNEL_ABI_MINOR 1   /* 1: q8_gemm */
+#define BN_KERNEL_ABI_MINOR 2   /* 1: q8_gemm; 2: attn_group */
 
 #define BN_KERNEL_DESC_SYMBOL "bn_kernel_desc"
 #define BN_KERNEL_OPEN_SYMBOL "bn_kernel_open"
@@ -116,6 +116,17 @@ struct bn_kernel_ops {
 	 * bits; y: [m][ldy] f32. k is a multiple of 32. */
 	void (*q8_gemm)(const uint8_t *w, size_t k, size_t r0, size_t r1, const int8_t *xq,
 	                const uint16_t *xd, size_t m, float *y, size_t ldy);
+
+	/* ---- minor 2 ---- */
+
+	/* g query heads of one token that share a KV head (GQA), against the same n cached
+	 * positions: exactly the results of g attn_head calls, bit for bit, query i reading
+	 * q16 + i * hd and writing out + i * hd and scratch + i * n (the key and value rows are
+	 * read once for all g). q16: [g][hd] f16 bits; k, v: [n][stride] f16 bits; out: [g][hd]
+	 * f32; scratch: [g][n] f32. NULL: the engine calls the plugin's attn_head g times. */
+	void (*attn_group)(const uint16_t *q16, size_t g, const uint16_t *k, const uint16_t *v,
+	                   size_t stride, size_t n, size_t hd, float scale, float *out,
+	                   float *scratch);
 };
 
 typedef const struct bn_kernel_ops *(*bn_kernel_open_fn)(uint64_t cpu_features);
