@@ -438,34 +438,46 @@ struct attn_job {
 	uint32_t layer;
 	const uint32_t *pos, *seq;
 	size_t m;
-	_Atomic size_t next;          /* next (token, KV head) pair */
+	uint32_t per;                 /* query heads per work item: a divisor of the GQA group */
+	_Atomic size_t next;          /* next (token, KV head, part of its group) */
 };
 
-/* One (token, KV head) pair at a time: the query heads that share that KV head go to the
- * plugin's attn_group together (the key and value rows read once), or one by one to its
- * attn_head; the results are the same bits either way. */
+/* Query heads per work item: a whole GQA group (its key and value rows read once), halved
+ * while that leaves fewer than two items per thread (one token on many cores). */
+static uint32_t attn_per_item(const struct bn_hparams *hp, size_t m, unsigned nth)
+{
+	uint32_t group = hp->n_head / hp->n_head_kv, per = group;
+	while (per % 2 == 0 && m * hp->n_head_kv * (group / per) < 2 * (size_t)nth)
+		per /= 2;
+	return per;
+}
+
+/* One work item at a time: the query heads of a token that share a KV head (or a part of
+ * them) go to the plugin's attn_group together, or one by one to its attn_head; the results
+ * are the same bits either way. */
 static void attn_worker(void *arg, unsigned idx, unsigned n)
 {
 	struct attn_job *j = arg;
 	(void)n;
 	struct bn_ctx *c = j->c;
 	const struct bn_hparams *hp = &c->m->hp;
-	uint32_t hd = hp->head_dim, group = hp->n_head / hp->n_head_kv;
+	uint32_t hd = hp->head_dim, group = hp->n_head / hp->n_head_kv, parts = group / j->per;
 	float scale = 1.0f / sqrtf((float)hd);
 	float *scratch = c->ahead + (size_t)idx * group * c->n_ctx;   /* [group][n_ctx] */
-	size_t p, total = j->m * hp->n_head_kv;
+	size_t p, total = j->m * hp->n_head_kv * parts;
 	while ((p = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < total) {
-		size_t i = p / hp->n_head_kv, npos = (size_t)j->pos[i] + 1;
-		uint32_t g = (uint32_t)(p % hp->n_head_kv);
+		size_t i = p / (hp->n_head_kv * parts), npos = (size_t)j->pos[i] + 1;
+		uint32_t g = (uint32_t)(p / parts % hp->n_head_kv);
+		size_t h0 = (size_t)g * group + (p % parts) * j->per;   /* first query head */
 		const uint16_t *k = kv_at(c, c->kcache, j->layer, j->seq[i], 0) + (size_t)g * hd;
 		const uint16_t *v = kv_at(c, c->vcache, j->layer, j->seq[i], 0) + (size_t)g * hd;
-		const uint16_t *q = c->q16 + i * hp->n_embd + (size_t)g * group * hd;   /* [group][hd] */
-		float *out = c->att + i * hp->n_embd + (size_t)g * group * hd;          /* [group][hd] */
+		const uint16_t *q = c->q16 + i * hp->n_embd + h0 * hd;   /* [per][hd] */
+		float *out = c->att + i * hp->n_embd + h0 * hd;          /* [per][hd] */
 		if (c->ops->attn_group) {
-			c->ops->attn_group(q, group, k, v, c->kvd, npos, hd, scale, out, scratch);
+			c->ops->attn_group(q, j->per, k, v, c->kvd, npos, hd, scale, out, scratch);
 			continue;
 		}
-		for (uint32_t h = 0; h < group; h++)
+		for (uint32_t h = 0; h < j->per; h++)
 			c->ops->attn_head(q + (size_t)h * hd, k, v, c->kvd, npos, hd, scale,
 			                  out + (size_t)h * hd, scratch + (size_t)h * npos);
 	}
@@ -639,7 +651,7 @@ int bn_decode(struct bn_ctx *c, const struct bn_batch *b, float *logits, struct 
 		              c->rsin + i * hd / 2);
 	}
 	prof_mark(c, BN_PROF_EMBED, 0);
-	struct attn_job aj = { c, 0, b->pos, b->seq, n, 0 };
+	struct attn_job aj = { c, 0, b->pos, b->seq, n, attn_per_item(hp, n, nth), 0 };
 	void (*rope)(float *, uint32_t, const float *, const float *) =
 		hp->rope_interleaved ? bn_rope_apply_interleaved : bn_rope_apply;
 	for (uint32_t l = 0; l < hp->n_layer; l++) {
