@@ -385,54 +385,18 @@ static void pc_rmsnorm(struct pc_ctx *c)
 
 /* ---- attn_head -------------------------------------------------------------------- */
 
-static void pc_attn_case(struct pc_ctx *c, size_t hd, size_t n, double sigma, int peaked)
+/* g queries against shared keys and values: the plugin's attn_head per query (group 0) or
+ * its attn_group for all g (group 1) gives, bit for bit, what the reference's attn_head gives
+ * each query alone (and, for attn_group, the same softmax weights in scratch). */
+static void pc_attn_case(struct pc_ctx *c, size_t g, size_t hd, size_t n, double sigma,
+                         int peaked, int group)
 {
-	size_t stride = hd * 2 + 8 * (pc_u64(c) % 2);
-	uint16_t *q16 = pc_alloc(hd * 2);                    /* [hd] f16 */
-	uint16_t *k = pc_alloc(n * stride * 2 + 2), *v = pc_alloc(n * stride * 2 + 2);  /* [n][stride] */
-	float *o1 = pc_alloc((hd + 4) * sizeof(float)), *o2 = pc_alloc((hd + 4) * sizeof(float));
-	float *s1 = pc_alloc(n * sizeof(float)), *s2 = pc_alloc(n * sizeof(float));   /* [n] */
-	for (size_t d = 0; d < hd; d++)
-		q16[d] = pc_f16(c, sigma);
-	for (size_t i = 0; i < n * stride; i++) {
-		k[i] = pc_f16(c, sigma);
-		v[i] = pc_f16(c, 1.0);
-	}
-	if (peaked && n > 2)   /* one key aligned with q: softmax close to one-hot */
-		memcpy(k + (n / 2) * stride, q16, hd * 2);
-	for (size_t d = 0; d < hd + 4; d++)
-		o1[d] = o2[d] = 7.0f;
-	float scale = 1.0f / sqrtf((float)hd);
-	c->ref->attn_head(q16, k, v, stride, n, hd, scale, o1, s1);
-	c->ops->attn_head(q16, k, v, stride, n, hd, scale, o2, s2);
-	c->checks++;
-	if (memcmp(o1, o2, (hd + 4) * sizeof(float))) {
-		size_t d = 0;
-		while (!memcmp(&o1[d], &o2[d], sizeof(float)))
-			d++;
-		pc_fail(c, "attn_head hd=%zu n=%zu sigma=%g peaked=%d: out[%zu] %a vs %a", hd, n,
-		        sigma, peaked, d, o1[d], o2[d]);
-	}
-	free(q16);
-	free(k);
-	free(v);
-	free(o1);
-	free(o2);
-	free(s1);
-	free(s2);
-}
-
-/* attn_group: g queries against shared keys and values give, bit for bit, what the
- * reference's attn_head gives each query alone (outputs and softmax weights). */
-static void pc_attn_group_case(struct pc_ctx *c, size_t g, size_t hd, size_t n, double sigma,
-                               int peaked)
-{
-	if (!c->ops->attn_group)
+	if (group && !c->ops->attn_group)
 		return;
-	size_t stride = hd * 2 + 8 * (pc_u64(c) % 2);
+	size_t stride = hd * 2 + 8 * (pc_u64(c) % 2), no = g * hd + 4;
 	uint16_t *q16 = pc_alloc(g * hd * 2);                /* [g][hd] f16 */
 	uint16_t *k = pc_alloc(n * stride * 2 + 2), *v = pc_alloc(n * stride * 2 + 2);  /* [n][stride] */
-	float *o1 = pc_alloc((g * hd + 4) * sizeof(float)), *o2 = pc_alloc((g * hd + 4) * sizeof(float));
+	float *o1 = pc_alloc(no * sizeof(float)), *o2 = pc_alloc(no * sizeof(float));   /* [g][hd] + 4 */
 	float *s1 = pc_alloc(g * n * sizeof(float)), *s2 = pc_alloc(g * n * sizeof(float));  /* [g][n] */
 	for (size_t d = 0; d < g * hd; d++)
 		q16[d] = pc_f16(c, sigma);
@@ -440,24 +404,30 @@ static void pc_attn_group_case(struct pc_ctx *c, size_t g, size_t hd, size_t n, 
 		k[i] = pc_f16(c, sigma);
 		v[i] = pc_f16(c, 1.0);
 	}
-	if (peaked && n > 2)   /* one key aligned with the last query */
+	if (peaked && n > 2)   /* one key aligned with the last query: softmax close to one-hot */
 		memcpy(k + (n / 2) * stride, q16 + (g - 1) * hd, hd * 2);
-	for (size_t d = 0; d < g * hd + 4; d++)
+	for (size_t d = 0; d < no; d++)
 		o1[d] = o2[d] = 7.0f;
 	float scale = 1.0f / sqrtf((float)hd);
-	for (size_t i = 0; i < g; i++)
+	for (size_t i = 0; i < g; i++) {
 		c->ref->attn_head(q16 + i * hd, k, v, stride, n, hd, scale, o1 + i * hd, s1 + i * n);
-	c->ops->attn_group(q16, g, k, v, stride, n, hd, scale, o2, s2);
+		if (!group)
+			c->ops->attn_head(q16 + i * hd, k, v, stride, n, hd, scale, o2 + i * hd,
+			                  s2 + i * n);
+	}
+	if (group)
+		c->ops->attn_group(q16, g, k, v, stride, n, hd, scale, o2, s2);
+	const char *op = group ? "attn_group" : "attn_head";
 	c->checks++;
-	if (memcmp(o1, o2, (g * hd + 4) * sizeof(float))) {
+	if (memcmp(o1, o2, no * sizeof(float))) {
 		size_t d = 0;
 		while (!memcmp(&o1[d], &o2[d], sizeof(float)))
 			d++;
-		pc_fail(c, "attn_group g=%zu hd=%zu n=%zu sigma=%g peaked=%d: out[%zu][%zu] %a vs %a",
-		        g, hd, n, sigma, peaked, d / hd, d % hd, o1[d], o2[d]);
-	} else if (memcmp(s1, s2, g * n * sizeof(float))) {
-		pc_fail(c, "attn_group g=%zu hd=%zu n=%zu: softmax weights differ from attn_head's", g,
-		        hd, n);
+		pc_fail(c, "%s g=%zu hd=%zu n=%zu sigma=%g peaked=%d: out[%zu][%zu] %a vs %a", op, g,
+		        hd, n, sigma, peaked, d / hd, d % hd, o1[d], o2[d]);
+	} else if (group && memcmp(s1, s2, g * n * sizeof(float))) {
+		pc_fail(c, "%s g=%zu hd=%zu n=%zu: softmax weights differ from attn_head's", op, g, hd,
+		        n);
 	}
 	free(q16);
 	free(k);
@@ -476,14 +446,14 @@ static void pc_attn(struct pc_ctx *c)
 		for (size_t b = 0; b < 6; b++) {
 			if (c->small && ns[b] > 300)
 				continue;
-			pc_attn_case(c, hds[a], ns[b], 1.0, 0);
-			pc_attn_case(c, hds[a], ns[b], 3.0, 1);
-			pc_attn_case(c, hds[a], ns[b], 0.05, 0);
+			pc_attn_case(c, 1, hds[a], ns[b], 1.0, 0, 0);
+			pc_attn_case(c, 1, hds[a], ns[b], 3.0, 1, 0);
+			pc_attn_case(c, 1, hds[a], ns[b], 0.05, 0, 0);
 			for (size_t g = 1; g <= 5; g++)
-				pc_attn_group_case(c, g, hds[a], ns[b], g == 4 ? 3.0 : 1.0, g == 4);
+				pc_attn_case(c, g, hds[a], ns[b], g == 4 ? 3.0 : 1.0, g == 4, 1);
 		}
-	pc_attn_group_case(c, 4, 128, 600, 0.05, 0);   /* several position blocks */
-	pc_attn_group_case(c, 2, 300, 40, 1.0, 0);     /* longer than the plugins' group path */
+	pc_attn_case(c, 4, 128, 600, 0.05, 0, 1);   /* several position blocks */
+	pc_attn_case(c, 2, 300, 40, 1.0, 0, 1);     /* longer than the plugins' group path */
 }
 
 /* ---- q8_gemm ---------------------------------------------------------------------- */
