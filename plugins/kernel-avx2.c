@@ -876,6 +876,45 @@ static void rmsnorm(const float *x, const float *w, size_t n, float eps, float *
  * result whenever no partial sum rounds, which holds unless the terms span more than about
  * 2^45 in magnitude (checked on random data by tests/check_plugins). The weighted sum of V
  * keeps the scalar order exactly (vectorized across d, sequential in t). */
+/* A score from its two 4-lane f64 chains: lanes added, reduced, then the scalar tail over
+ * d in [hd8, hd) in order. q16, kt: [hd] f16 bits. */
+ALWAYS_INLINE double score_finish(__m256d a0, __m256d a1, const uint16_t *q16,
+                                  const uint16_t *kt, size_t hd8, size_t hd)
+{
+	__m256d a = _mm256_add_pd(a0, a1);
+	__m128d h = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+	double acc = _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+	for (size_t d = hd8; d < hd; d++)
+		acc += (double)(bn_f16_to_f32(q16[d]) * bn_f16_to_f32(kt[d]));
+	return acc;
+}
+
+/* p [n]: scores with maximum mx -> softmax weights rounded to f16 (rule 4). F16C rounds to
+ * nearest even, as bn_f32_to_f16. */
+ALWAYS_INLINE void softmax_f16(float *p, size_t n, float mx)
+{
+	float inv = bn_softmax_exp(p, n, mx);
+	__m256 vinv = _mm256_set1_ps(inv);
+	size_t t = 0;
+	for (; t + 8 <= n; t += 8) {
+		__m128i h = _mm256_cvtps_ph(_mm256_mul_ps(_mm256_loadu_ps(p + t), vinv),
+		                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+		_mm256_storeu_ps(p + t, _mm256_cvtph_ps(h));
+	}
+	for (; t < n; t++)
+		p[t] = bn_f16_to_f32(bn_f32_to_f16(p[t] * inv));
+}
+
+/* One output of the weighted sum of V, t in order (the scalar plugin's loop): p [n]. */
+ALWAYS_INLINE float value_dot(const float *p, const uint16_t *v, size_t stride, size_t n,
+                              size_t d)
+{
+	double acc = 0.0;
+	for (size_t t = 0; t < n; t++)
+		acc += (double)(p[t] * bn_f16_to_f32(v[t * stride + d]));
+	return (float)acc;
+}
+
 static void attn_head(const uint16_t *q16, const uint16_t *k, const uint16_t *v,
                       size_t stride, size_t n, size_t hd, float scale,
                       float *out, float *scratch)
@@ -894,26 +933,12 @@ static void attn_head(const uint16_t *q16, const uint16_t *k, const uint16_t *v,
 			a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(p)));
 			a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(p, 1)));
 		}
-		a0 = _mm256_add_pd(a0, a1);
-		__m128d h = _mm_add_pd(_mm256_castpd256_pd128(a0), _mm256_extractf128_pd(a0, 1));
-		double acc = _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
-		for (size_t d = hd8; d < hd; d++)
-			acc += (double)(bn_f16_to_f32(q16[d]) * bn_f16_to_f32(kt[d]));
-		float s = (float)acc * scale;
+		float s = (float)score_finish(a0, a1, q16, kt, hd8, hd) * scale;
 		scratch[t] = s;
 		if (s > mx)
 			mx = s;
 	}
-	float inv = bn_softmax_exp(scratch, n, mx);
-	__m256 vinv = _mm256_set1_ps(inv);
-	size_t t = 0;
-	for (; t + 8 <= n; t += 8) {   /* F16C rounds to nearest even, as bn_f32_to_f16 */
-		__m128i h = _mm256_cvtps_ph(_mm256_mul_ps(_mm256_loadu_ps(scratch + t), vinv),
-		                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-		_mm256_storeu_ps(scratch + t, _mm256_cvtph_ps(h));
-	}
-	for (; t < n; t++)
-		scratch[t] = bn_f16_to_f32(bn_f32_to_f16(scratch[t] * inv));
+	softmax_f16(scratch, n, mx);
 
 	size_t d = 0;
 	for (; d + 32 <= hd; d += 32) {
@@ -946,12 +971,8 @@ static void attn_head(const uint16_t *q16, const uint16_t *k, const uint16_t *v,
 		_mm_storeu_ps(out + d, _mm256_cvtpd_ps(a0));
 		_mm_storeu_ps(out + d + 4, _mm256_cvtpd_ps(a1));
 	}
-	for (; d < hd; d++) {
-		double acc = 0.0;
-		for (size_t u = 0; u < n; u++)
-			acc += (double)(scratch[u] * bn_f16_to_f32(v[u * stride + d]));
-		out[d] = (float)acc;
-	}
+	for (; d < hd; d++)
+		out[d] = value_dot(scratch, v, stride, n, d);
 }
 
 /* ---- attn_group -------------------------------------------------------------------- */
@@ -1000,30 +1021,14 @@ ALWAYS_INLINE void attn_g(const uint16_t *q16, size_t gq, const uint16_t *k, con
 		}
 #pragma GCC unroll 4
 		for (size_t i = 0; i < gq; i++) {
-			__m256d a = _mm256_add_pd(a0[i], a1[i]);
-			__m128d h = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
-			double acc = _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
-			for (size_t d = hd8; d < hd; d++)
-				acc += (double)(bn_f16_to_f32(q16[i * hd + d]) * bn_f16_to_f32(kt[d]));
-			float sc = (float)acc * scale;
+			float sc = (float)score_finish(a0[i], a1[i], q16 + i * hd, kt, hd8, hd) * scale;
 			scratch[i * n + t] = sc;
 			if (sc > mx[i])
 				mx[i] = sc;
 		}
 	}
-	for (size_t i = 0; i < gq; i++) {   /* attn_head's softmax and f16 rounding */
-		float *p = scratch + i * n;
-		float inv = bn_softmax_exp(p, n, mx[i]);
-		__m256 vinv = _mm256_set1_ps(inv);
-		size_t t = 0;
-		for (; t + 8 <= n; t += 8) {
-			__m128i h = _mm256_cvtps_ph(_mm256_mul_ps(_mm256_loadu_ps(p + t), vinv),
-			                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-			_mm256_storeu_ps(p + t, _mm256_cvtph_ps(h));
-		}
-		for (; t < n; t++)
-			p[t] = bn_f16_to_f32(bn_f32_to_f16(p[t] * inv));
-	}
+	for (size_t i = 0; i < gq; i++)
+		softmax_f16(scratch + i * n, n, mx[i]);
 
 	/* out: 8 outputs x gq queries in registers over a block of positions, the sums carried
 	 * in acc between blocks */
@@ -1066,12 +1071,8 @@ ALWAYS_INLINE void attn_g(const uint16_t *q16, size_t gq, const uint16_t *k, con
 	for (size_t i = 0; i < gq; i++) {
 		for (size_t d = 0; d < hd8; d += 4)
 			_mm_storeu_ps(out + i * hd + d, _mm256_cvtpd_ps(_mm256_loadu_pd(acc[i] + d)));
-		for (size_t d = hd8; d < hd; d++) {   /* attn_head's scalar tail */
-			double a = 0.0;
-			for (size_t t = 0; t < n; t++)
-				a += (double)(scratch[i * n + t] * bn_f16_to_f32(v[t * stride + d]));
-			out[i * hd + d] = (float)a;
-		}
+		for (size_t d = hd8; d < hd; d++)
+			out[i * hd + d] = value_dot(scratch + i * n, v, stride, n, d);
 	}
 }
 
