@@ -1009,6 +1009,43 @@ static void rmsnorm(const float *x, const float *w, size_t n, float eps, float *
  * different order than the scalar loop and equals it whenever no partial sum rounds (terms
  * spanning less than about 2^45; checked on random data by tests/check_plugins). The V sum
  * keeps the scalar order exactly: vectorized across d, sequential in t. */
+/* A score from its two 8-lane f64 chains: lanes added, reduced, then the scalar tail over d
+ * in [hd16, hd) in order. q16, kt: [hd] f16 bits. */
+ALWAYS_INLINE double score_finish(__m512d a0, __m512d a1, const uint16_t *q16,
+                                  const uint16_t *kt, size_t hd16, size_t hd)
+{
+	double acc = hsum_pd(_mm512_add_pd(a0, a1));
+	for (size_t d = hd16; d < hd; d++)
+		acc += (double)(bn_f16_to_f32(q16[d]) * bn_f16_to_f32(kt[d]));
+	return acc;
+}
+
+/* p [n]: scores with maximum mx -> softmax weights rounded to f16 (rule 4). F16C rounds to
+ * nearest even, as bn_f32_to_f16. */
+ALWAYS_INLINE void softmax_f16(float *p, size_t n, float mx)
+{
+	float inv = bn_softmax_exp(p, n, mx);
+	__m256 vinv = _mm256_set1_ps(inv);
+	size_t t = 0;
+	for (; t + 8 <= n; t += 8) {
+		__m128i h = _mm256_cvtps_ph(_mm256_mul_ps(_mm256_loadu_ps(p + t), vinv),
+		                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+		_mm256_storeu_ps(p + t, _mm256_cvtph_ps(h));
+	}
+	for (; t < n; t++)
+		p[t] = bn_f16_to_f32(bn_f32_to_f16(p[t] * inv));
+}
+
+/* One output of the weighted sum of V, t in order (the scalar plugin's loop): p [n]. */
+ALWAYS_INLINE float value_dot(const float *p, const uint16_t *v, size_t stride, size_t n,
+                              size_t d)
+{
+	double acc = 0.0;
+	for (size_t t = 0; t < n; t++)
+		acc += (double)(p[t] * bn_f16_to_f32(v[t * stride + d]));
+	return (float)acc;
+}
+
 static void attn_head(const uint16_t *q16, const uint16_t *k, const uint16_t *v,
                       size_t stride, size_t n, size_t hd, float scale,
                       float *out, float *scratch)
@@ -1027,24 +1064,12 @@ static void attn_head(const uint16_t *q16, const uint16_t *k, const uint16_t *v,
 			a0 = _mm512_add_pd(a0, cvt_pd(lo_ps(p)));
 			a1 = _mm512_add_pd(a1, cvt_pd(hi_ps(p)));
 		}
-		double acc = hsum_pd(_mm512_add_pd(a0, a1));
-		for (size_t d = hd16; d < hd; d++)
-			acc += (double)(bn_f16_to_f32(q16[d]) * bn_f16_to_f32(kt[d]));
-		float s = (float)acc * scale;
+		float s = (float)score_finish(a0, a1, q16, kt, hd16, hd) * scale;
 		scratch[t] = s;
 		if (s > mx)
 			mx = s;
 	}
-	float inv = bn_softmax_exp(scratch, n, mx);
-	__m256 vinv = _mm256_set1_ps(inv);
-	size_t t = 0;
-	for (; t + 8 <= n; t += 8) {   /* F16C rounds to nearest even, as bn_f32_to_f16 */
-		__m128i h = _mm256_cvtps_ph(_mm256_mul_ps(_mm256_loadu_ps(scratch + t), vinv),
-		                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-		_mm256_storeu_ps(scratch + t, _mm256_cvtph_ps(h));
-	}
-	for (; t < n; t++)
-		scratch[t] = bn_f16_to_f32(bn_f32_to_f16(scratch[t] * inv));
+	softmax_f16(scratch, n, mx);
 
 	size_t d = 0;
 	for (; d + 64 <= hd; d += 64) {
@@ -1074,11 +1099,143 @@ static void attn_head(const uint16_t *q16, const uint16_t *k, const uint16_t *v,
 		_mm256_storeu_ps(out + d, cvt_ps(a0));
 		_mm256_storeu_ps(out + d + 8, cvt_ps(a1));
 	}
-	for (; d < hd; d++) {
-		double acc = 0.0;
-		for (size_t u = 0; u < n; u++)
-			acc += (double)(scratch[u] * bn_f16_to_f32(v[u * stride + d]));
-		out[d] = (float)acc;
+	for (; d < hd; d++)
+		out[d] = value_dot(scratch, v, stride, n, d);
+}
+
+/* ---- attn_group -------------------------------------------------------------------- */
+
+#define ATT_G 4          /* queries per pass over the keys and values */
+#define ATT_HD_MAX 256   /* longer heads go to attn_head one query at a time */
+#define ATT_TB 256       /* positions per block of f64 softmax weights (8 KB) */
+
+/* gq (1..ATT_G) queries sharing k and v, with attn_head's arithmetic for each, where the
+ * conversions of a key or value row to f64 serve all of them: a product f16 x f16 (or f16
+ * weight x f16 value) is exact in f32 and so in f64, so an f64 FMA adds exactly what
+ * attn_head's f32 product widened to f64 adds, with the same one rounding, in the same
+ * order (the same two 8-lane chains over 16-element steps for the scores; t in order for
+ * each output). */
+ALWAYS_INLINE void attn_g(const uint16_t *q16, size_t gq, const uint16_t *k, const uint16_t *v,
+                          size_t stride, size_t n, size_t hd, float scale, float *out,
+                          float *scratch)
+{
+	size_t hd16 = hd & ~(size_t)15;
+	double qd[ATT_G][ATT_HD_MAX];   /* [gq][hd16] queries in f64 */
+	for (size_t i = 0; i < gq; i++)
+		for (size_t d = 0; d < hd16; d += 16) {
+			__m512 f = load_h16(q16 + i * hd + d);
+			_mm512_storeu_pd(qd[i] + d, cvt_pd(lo_ps(f)));
+			_mm512_storeu_pd(qd[i] + d + 8, cvt_pd(hi_ps(f)));
+		}
+
+	float mx[ATT_G];
+	for (size_t i = 0; i < gq; i++)
+		mx[i] = -INFINITY;
+	for (size_t t = 0; t < n; t++) {
+		const uint16_t *kt = k + t * stride;   /* [hd] */
+		__m512d a0[ATT_G], a1[ATT_G];
+#pragma GCC unroll 4
+		for (size_t i = 0; i < gq; i++)
+			a0[i] = a1[i] = _mm512_setzero_pd();
+		for (size_t d = 0; d < hd16; d += 16) {
+			__m512 kf = load_h16(kt + d);
+			__m512d k0 = cvt_pd(lo_ps(kf)), k1 = cvt_pd(hi_ps(kf));
+#pragma GCC unroll 4
+			for (size_t i = 0; i < gq; i++) {
+				a0[i] = _mm512_fmadd_pd(_mm512_loadu_pd(qd[i] + d), k0, a0[i]);
+				a1[i] = _mm512_fmadd_pd(_mm512_loadu_pd(qd[i] + d + 8), k1, a1[i]);
+			}
+		}
+#pragma GCC unroll 4
+		for (size_t i = 0; i < gq; i++) {
+			float sc = (float)score_finish(a0[i], a1[i], q16 + i * hd, kt, hd16, hd) * scale;
+			scratch[i * n + t] = sc;
+			if (sc > mx[i])
+				mx[i] = sc;
+		}
+	}
+	for (size_t i = 0; i < gq; i++)
+		softmax_f16(scratch + i * n, n, mx[i]);
+
+	/* out: 16 outputs x gq queries in registers over a block of positions, the sums carried
+	 * in acc between blocks */
+	double acc[ATT_G][ATT_HD_MAX];   /* [gq][hd16] */
+	double pd[ATT_G][ATT_TB];        /* [gq][block] weights in f64 */
+	for (size_t i = 0; i < gq; i++)
+		for (size_t d = 0; d < hd16; d++)
+			acc[i][d] = 0.0;
+	for (size_t t0 = 0; t0 < n; t0 += ATT_TB) {
+		size_t tn = n - t0 < ATT_TB ? n - t0 : ATT_TB;
+		for (size_t i = 0; i < gq; i++)
+			for (size_t u = 0; u < tn; u++)
+				pd[i][u] = scratch[i * n + t0 + u];
+		for (size_t d = 0; d < hd16; d += 16) {
+			__m512d a0[ATT_G], a1[ATT_G];
+#pragma GCC unroll 4
+			for (size_t i = 0; i < gq; i++) {
+				a0[i] = _mm512_loadu_pd(acc[i] + d);
+				a1[i] = _mm512_loadu_pd(acc[i] + d + 8);
+			}
+			const uint16_t *vt = v + t0 * stride + d;
+			for (size_t u = 0; u < tn; u++, vt += stride) {
+				__m512 vf = load_h16(vt);
+				__m512d v0 = cvt_pd(lo_ps(vf)), v1 = cvt_pd(hi_ps(vf));
+#pragma GCC unroll 4
+				for (size_t i = 0; i < gq; i++) {
+					__m512d pb = _mm512_set1_pd(pd[i][u]);
+					a0[i] = _mm512_fmadd_pd(pb, v0, a0[i]);
+					a1[i] = _mm512_fmadd_pd(pb, v1, a1[i]);
+				}
+			}
+#pragma GCC unroll 4
+			for (size_t i = 0; i < gq; i++) {
+				_mm512_storeu_pd(acc[i] + d, a0[i]);
+				_mm512_storeu_pd(acc[i] + d + 8, a1[i]);
+			}
+		}
+	}
+	for (size_t i = 0; i < gq; i++) {
+		for (size_t d = 0; d < hd16; d += 8)
+			_mm256_storeu_ps(out + i * hd + d, cvt_ps(_mm512_loadu_pd(acc[i] + d)));
+		for (size_t d = hd16; d < hd; d++)
+			out[i * hd + d] = value_dot(scratch + i * n, v, stride, n, d);
+	}
+}
+
+#define ATT_FN(g)                                                                           \
+	static __attribute__((noinline)) void attn_g##g(const uint16_t *q16, const uint16_t *k, \
+		const uint16_t *v, size_t stride, size_t n, size_t hd, float scale, float *out,     \
+		float *scratch)                                                                     \
+	{                                                                                       \
+		attn_g(q16, g, k, v, stride, n, hd, scale, out, scratch);                           \
+	}
+ATT_FN(1)
+ATT_FN(2)
+ATT_FN(3)
+ATT_FN(4)
+#undef ATT_FN
+
+static void attn_group(const uint16_t *q16, size_t g, const uint16_t *k, const uint16_t *v,
+                       size_t stride, size_t n, size_t hd, float scale, float *out,
+                       float *scratch)
+{
+	if (hd > ATT_HD_MAX) {
+		for (size_t i = 0; i < g; i++)
+			attn_head(q16 + i * hd, k, v, stride, n, hd, scale, out + i * hd, scratch + i * n);
+		return;
+	}
+	for (size_t i = 0; i < g; i += ATT_G) {
+		size_t gq = g - i < ATT_G ? g - i : ATT_G;
+		const uint16_t *qi = q16 + i * hd;
+		float *oi = out + i * hd, *si = scratch + i * n;
+		if (gq == 4)
+			attn_g4(qi, k, v, stride, n, hd, scale, oi, si);
+		else if (gq == 3)
+			attn_g3(qi, k, v, stride, n, hd, scale, oi, si);
+		else if (gq == 2)
+			attn_g2(qi, k, v, stride, n, hd, scale, oi, si);
+		else
+			attn_g1(qi, k, v, stride, n, hd, scale, oi, si);
 	}
 }
 
@@ -1199,6 +1356,7 @@ static const struct bn_kernel_ops avx512_vnni_ops = {
 	.f16_gemm = f16_gemm,
 	.rmsnorm = rmsnorm,
 	.attn_head = attn_head,
+	.attn_group = attn_group,
 	.q8_gemm = q8_gemm_vnni,
 };
 
@@ -1212,6 +1370,7 @@ static const struct bn_kernel_ops avx512_amx_ops = {
 	.f16_gemm = f16_gemm,
 	.rmsnorm = rmsnorm,
 	.attn_head = attn_head,
+	.attn_group = attn_group,
 	.q8_gemm = q8_gemm_vnni,
 };
 #endif
@@ -1225,6 +1384,7 @@ static const struct bn_kernel_ops avx512_ops = {
 	.f16_gemm = f16_gemm,
 	.rmsnorm = rmsnorm,
 	.attn_head = attn_head,
+	.attn_group = attn_group,
 	.q8_gemm = q8_gemm_bw,
 };
 

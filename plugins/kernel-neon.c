@@ -310,6 +310,38 @@ ALWAYS_INLINE float64x2_t add_hi(float64x2_t acc, float32x4_t p)
  * different order than the scalar loop and equals it whenever no partial sum rounds (terms
  * spanning less than about 2^45; checked on random data by the tests). The V sum keeps the
  * scalar order exactly: vectorized across d, sequential in t. */
+/* A score from its two 2-lane f64 chains: lanes added, reduced, then the scalar tail over d
+ * in [hd4, hd) in order. q16, kt: [hd] f16 bits. */
+ALWAYS_INLINE double score_finish(float64x2_t a0, float64x2_t a1, const uint16_t *q16,
+                                  const uint16_t *kt, size_t hd4, size_t hd)
+{
+	a0 = vaddq_f64(a0, a1);
+	double acc = vgetq_lane_f64(a0, 0) + vgetq_lane_f64(a0, 1);
+	for (size_t d = hd4; d < hd; d++)
+		acc += (double)(bn_f16_to_f32(q16[d]) * bn_f16_to_f32(kt[d]));
+	return acc;
+}
+
+/* p [n]: scores with maximum mx -> softmax weights rounded to f16 (rule 4), with expf from
+ * libm and the portable f16 rounding, element by element, as the scalar plugin: the logits
+ * must not depend on the plugin. */
+ALWAYS_INLINE void softmax_f16(float *p, size_t n, float mx)
+{
+	float inv = bn_softmax_exp(p, n, mx);
+	for (size_t t = 0; t < n; t++)
+		p[t] = bn_f16_to_f32(bn_f32_to_f16(p[t] * inv));
+}
+
+/* One output of the weighted sum of V, t in order (the scalar plugin's loop): p [n]. */
+ALWAYS_INLINE float value_dot(const float *p, const uint16_t *v, size_t stride, size_t n,
+                              size_t d)
+{
+	double acc = 0.0;
+	for (size_t t = 0; t < n; t++)
+		acc += (double)(p[t] * bn_f16_to_f32(v[t * stride + d]));
+	return (float)acc;
+}
+
 static void attn_head(const uint16_t *q16, const uint16_t *k, const uint16_t *v,
                       size_t stride, size_t n, size_t hd, float scale,
                       float *out, float *scratch)
@@ -328,20 +360,12 @@ static void attn_head(const uint16_t *q16, const uint16_t *k, const uint16_t *v,
 			a0 = add_lo(a0, p);
 			a1 = add_hi(a1, p);
 		}
-		a0 = vaddq_f64(a0, a1);
-		double acc = vgetq_lane_f64(a0, 0) + vgetq_lane_f64(a0, 1);
-		for (size_t d = hd4; d < hd; d++)
-			acc += (double)(bn_f16_to_f32(q16[d]) * bn_f16_to_f32(kt[d]));
-		float s = (float)acc * scale;
+		float s = (float)score_finish(a0, a1, q16, kt, hd4, hd) * scale;
 		scratch[t] = s;
 		if (s > mx)
 			mx = s;
 	}
-	/* expf from libm and the portable f16 rounding, element by element, as the scalar
-	 * plugin: the logits must not depend on the plugin */
-	float inv = bn_softmax_exp(scratch, n, mx);
-	for (size_t t = 0; t < n; t++)
-		scratch[t] = bn_f16_to_f32(bn_f32_to_f16(scratch[t] * inv));
+	softmax_f16(scratch, n, mx);
 
 	size_t d = 0;
 	for (; d + 16 <= hd; d += 16) {
@@ -370,11 +394,142 @@ static void attn_head(const uint16_t *q16, const uint16_t *k, const uint16_t *v,
 		}
 		vst1q_f32(out + d, vcombine_f32(vcvt_f32_f64(a0), vcvt_f32_f64(a1)));
 	}
-	for (; d < hd; d++) {
-		double acc = 0.0;
-		for (size_t u = 0; u < n; u++)
-			acc += (double)(scratch[u] * bn_f16_to_f32(v[u * stride + d]));
-		out[d] = (float)acc;
+	for (; d < hd; d++)
+		out[d] = value_dot(scratch, v, stride, n, d);
+}
+
+/* ---- attn_group -------------------------------------------------------------------- */
+
+#define ATT_G 4          /* queries per pass over the keys and values */
+#define ATT_HD_MAX 256   /* longer heads go to attn_head one query at a time */
+#define ATT_TB 256       /* positions per block of f64 softmax weights (8 KB) */
+
+/* gq (1..ATT_G) queries sharing k and v, with attn_head's arithmetic for each, where the
+ * conversions of a key or value row to f64 serve all of them: a product f16 x f16 (or f16
+ * weight x f16 value) is exact in f32 and so in f64, so an f64 FMA adds exactly what
+ * attn_head's f32 product widened to f64 adds, with the same one rounding, in the same
+ * order (the same two 2-lane chains over 4-element steps for the scores; t in order for
+ * each output). */
+ALWAYS_INLINE void attn_g(const uint16_t *q16, size_t gq, const uint16_t *k, const uint16_t *v,
+                          size_t stride, size_t n, size_t hd, float scale, float *out,
+                          float *scratch)
+{
+	size_t hd4 = hd & ~(size_t)3;
+	double qd[ATT_G][ATT_HD_MAX];   /* [gq][hd4] queries in f64 */
+	for (size_t i = 0; i < gq; i++)
+		for (size_t d = 0; d < hd4; d += 4) {
+			float32x4_t f = load_h4(q16 + i * hd + d);
+			vst1q_f64(qd[i] + d, vcvt_f64_f32(vget_low_f32(f)));
+			vst1q_f64(qd[i] + d + 2, vcvt_f64_f32(vget_high_f32(f)));
+		}
+
+	float mx[ATT_G];
+	for (size_t i = 0; i < gq; i++)
+		mx[i] = -INFINITY;
+	for (size_t t = 0; t < n; t++) {
+		const uint16_t *kt = k + t * stride;   /* [hd] */
+		float64x2_t a0[ATT_G], a1[ATT_G];
+		for (size_t i = 0; i < gq; i++)
+			a0[i] = a1[i] = vdupq_n_f64(0.0);
+		for (size_t d = 0; d < hd4; d += 4) {
+			float32x4_t kf = load_h4(kt + d);
+			float64x2_t k0 = vcvt_f64_f32(vget_low_f32(kf));
+			float64x2_t k1 = vcvt_f64_f32(vget_high_f32(kf));
+			for (size_t i = 0; i < gq; i++) {
+				a0[i] = vfmaq_f64(a0[i], vld1q_f64(qd[i] + d), k0);
+				a1[i] = vfmaq_f64(a1[i], vld1q_f64(qd[i] + d + 2), k1);
+			}
+		}
+		for (size_t i = 0; i < gq; i++) {
+			float sc = (float)score_finish(a0[i], a1[i], q16 + i * hd, kt, hd4, hd) * scale;
+			scratch[i * n + t] = sc;
+			if (sc > mx[i])
+				mx[i] = sc;
+		}
+	}
+	for (size_t i = 0; i < gq; i++)
+		softmax_f16(scratch + i * n, n, mx[i]);
+
+	/* out: 8 outputs x gq queries in registers over a block of positions, the sums carried
+	 * in acc between blocks */
+	double acc[ATT_G][ATT_HD_MAX];   /* [gq][hd8] */
+	double pd[ATT_G][ATT_TB];        /* [gq][block] weights in f64 */
+	size_t hd8 = hd & ~(size_t)7;
+	for (size_t i = 0; i < gq; i++)
+		for (size_t d = 0; d < hd8; d++)
+			acc[i][d] = 0.0;
+	for (size_t t0 = 0; t0 < n; t0 += ATT_TB) {
+		size_t tn = n - t0 < ATT_TB ? n - t0 : ATT_TB;
+		for (size_t i = 0; i < gq; i++)
+			for (size_t u = 0; u < tn; u++)
+				pd[i][u] = scratch[i * n + t0 + u];
+		for (size_t d = 0; d < hd8; d += 8) {
+			float64x2_t a[ATT_G][4];
+			for (size_t i = 0; i < gq; i++)
+				for (int c = 0; c < 4; c++)
+					a[i][c] = vld1q_f64(acc[i] + d + 2 * c);
+			const uint16_t *vt = v + t0 * stride + d;
+			for (size_t u = 0; u < tn; u++, vt += stride) {
+				float32x4_t f0 = load_h4(vt), f1 = load_h4(vt + 4);
+				float64x2_t v0 = vcvt_f64_f32(vget_low_f32(f0));
+				float64x2_t v1 = vcvt_f64_f32(vget_high_f32(f0));
+				float64x2_t v2 = vcvt_f64_f32(vget_low_f32(f1));
+				float64x2_t v3 = vcvt_f64_f32(vget_high_f32(f1));
+				for (size_t i = 0; i < gq; i++) {
+					float64x2_t pb = vdupq_n_f64(pd[i][u]);
+					a[i][0] = vfmaq_f64(a[i][0], pb, v0);
+					a[i][1] = vfmaq_f64(a[i][1], pb, v1);
+					a[i][2] = vfmaq_f64(a[i][2], pb, v2);
+					a[i][3] = vfmaq_f64(a[i][3], pb, v3);
+				}
+			}
+			for (size_t i = 0; i < gq; i++)
+				for (int c = 0; c < 4; c++)
+					vst1q_f64(acc[i] + d + 2 * c, a[i][c]);
+		}
+	}
+	for (size_t i = 0; i < gq; i++) {
+		for (size_t d = 0; d < hd8; d += 2)
+			vst1_f32(out + i * hd + d, vcvt_f32_f64(vld1q_f64(acc[i] + d)));
+		for (size_t d = hd8; d < hd; d++)
+			out[i * hd + d] = value_dot(scratch + i * n, v, stride, n, d);
+	}
+}
+
+#define ATT_FN(g)                                                                           \
+	static __attribute__((noinline)) void attn_g##g(const uint16_t *q16, const uint16_t *k, \
+		const uint16_t *v, size_t stride, size_t n, size_t hd, float scale, float *out,     \
+		float *scratch)                                                                     \
+	{                                                                                       \
+		attn_g(q16, g, k, v, stride, n, hd, scale, out, scratch);                           \
+	}
+ATT_FN(1)
+ATT_FN(2)
+ATT_FN(3)
+ATT_FN(4)
+#undef ATT_FN
+
+static void attn_group(const uint16_t *q16, size_t g, const uint16_t *k, const uint16_t *v,
+                       size_t stride, size_t n, size_t hd, float scale, float *out,
+                       float *scratch)
+{
+	if (hd > ATT_HD_MAX) {
+		for (size_t i = 0; i < g; i++)
+			attn_head(q16 + i * hd, k, v, stride, n, hd, scale, out + i * hd, scratch + i * n);
+		return;
+	}
+	for (size_t i = 0; i < g; i += ATT_G) {
+		size_t gq = g - i < ATT_G ? g - i : ATT_G;
+		const uint16_t *qi = q16 + i * hd;
+		float *oi = out + i * hd, *si = scratch + i * n;
+		if (gq == 4)
+			attn_g4(qi, k, v, stride, n, hd, scale, oi, si);
+		else if (gq == 3)
+			attn_g3(qi, k, v, stride, n, hd, scale, oi, si);
+		else if (gq == 2)
+			attn_g2(qi, k, v, stride, n, hd, scale, oi, si);
+		else
+			attn_g1(qi, k, v, stride, n, hd, scale, oi, si);
 	}
 }
 
@@ -458,6 +613,7 @@ static const struct bn_kernel_ops neon_dotprod_ops = {
 	.f16_gemm = f16_gemm,
 	.rmsnorm = rmsnorm,
 	.attn_head = attn_head,
+	.attn_group = attn_group,
 	.q8_gemm = q8_gemm_sdot,
 };
 
@@ -470,6 +626,7 @@ static const struct bn_kernel_ops neon_ops = {
 	.f16_gemm = f16_gemm,
 	.rmsnorm = rmsnorm,
 	.attn_head = attn_head,
+	.attn_group = attn_group,
 	.q8_gemm = q8_gemm_plain,
 };
 
