@@ -620,109 +620,122 @@ static int check_batch(struct bn_ctx *c, const struct bn_batch *b, uint32_t *new
 	return 0;
 }
 
-int bn_decode(struct bn_ctx *c, const struct bn_batch *b, float *logits, struct bn_error *err)
+/* c->ahead holds one attention scratch row set per pool thread: [nth][group][n_ctx] f32. */
+static int ensure_attn_scratch(struct bn_ctx *c, struct bn_error *err)
+{
+	const struct bn_hparams *hp = &c->m->hp;
+	unsigned nth = bn_pool_size(c->pool);
+	if (nth <= c->ahead_threads)
+		return 0;
+	free(c->ahead);
+	c->ahead = xalloc((size_t)nth * (hp->n_head / hp->n_head_kv) * c->n_ctx * sizeof(float));
+	c->ahead_threads = c->ahead ? nth : 0;
+	return c->ahead ? 0 : bn_err_set(err, -ENOMEM, "out of memory");
+}
+
+/* Rope on the n new rows of Q and K, their K and V stored (f16) at their positions in the
+ * cache, and Q rounded to f16 for attention (c->q16). Calling thread. */
+static void rope_store_kv(struct bn_ctx *c, uint32_t l, const struct bn_batch *b)
+{
+	const struct bn_hparams *hp = &c->m->hp;
+	size_t n = b->n, E = hp->n_embd, hd = hp->head_dim, kvd = c->kvd;
+	void (*rope)(float *, uint32_t, const float *, const float *) =
+		hp->rope_interleaved ? bn_rope_apply_interleaved : bn_rope_apply;
+	for (size_t i = 0; i < n; i++) {
+		const float *rc_ = c->rcos + i * hd / 2, *rs_ = c->rsin + i * hd / 2;
+		float *q = c->Q + i * E, *k = c->K + i * kvd, *v = c->V + i * kvd;
+		for (uint32_t h = 0; h < hp->n_head; h++)
+			rope(q + h * hd, (uint32_t)hd, rc_, rs_);
+		for (uint32_t h = 0; h < hp->n_head_kv; h++)
+			rope(k + h * hd, (uint32_t)hd, rc_, rs_);
+		uint16_t *kc = kv_at(c, c->kcache, l, b->seq[i], b->pos[i]);
+		uint16_t *vc = kv_at(c, c->vcache, l, b->seq[i], b->pos[i]);
+		for (size_t e = 0; e < kvd; e++) {
+			kc[e] = bn_f32_to_f16(k[e]);
+			vc[e] = bn_f32_to_f16(v[e]);
+		}
+		for (size_t e = 0; e < E; e++)
+			c->q16[i * E + e] = bn_f32_to_f16(q[e]);
+	}
+}
+
+/* x [n][E] += src [n][E] */
+static void residual_add(float *x, const float *src, size_t n)
+{
+	for (size_t e = 0; e < n; e++)
+		x[e] += src[e];
+}
+
+/* Layer l's attention block on the n rows of c->x: norm, q/k/v, rope and the KV cache,
+ * attention (aj: the pass's job, its layer set here), sub-norm, wo, residual. */
+static void layer_attention(struct bn_ctx *c, uint32_t l, const struct bn_batch *b,
+                            struct attn_job *aj)
+{
+	const struct bn_hparams *hp = &c->m->hp;
+	const struct bn_layer *L = &c->m->layers[l];
+	size_t n = b->n, E = hp->n_embd, kvd = c->kvd, W = E > hp->n_ff ? E : hp->n_ff;
+	struct normq_job nj = { c, c->x, NULL, NULL, L->attn_norm, E, n, false };
+	run_normq(c, &nj);
+	prof_mark(c, BN_PROF_NORMQ, 0);
+	trace_rows(c, l, BN_TRACE_ATTN_NORM, c->h, W, E, n);
+	run_gemm(c, n, 3, &L->wq, c->Q, &L->wk, c->K, &L->wv, c->V);
+	prof_mark(c, BN_PROF_QKV, tmat_bytes(&L->wq) + tmat_bytes(&L->wk) + tmat_bytes(&L->wv));
+	trace_rows(c, l, BN_TRACE_Q, c->Q, E, E, n);
+	trace_rows(c, l, BN_TRACE_K, c->K, kvd, kvd, n);
+	trace_rows(c, l, BN_TRACE_V, c->V, kvd, kvd, n);
+	rope_store_kv(c, l, b);
+	prof_mark(c, BN_PROF_ROPE_KV, 0);
+	aj->layer = l;
+	atomic_store_explicit(&aj->next, 0, memory_order_relaxed);
+	dispatch(c, attn_worker, aj);
+	prof_mark(c, BN_PROF_ATTN, 0);
+	trace_rows(c, l, BN_TRACE_ATTN, c->att, E, E, n);
+
+	nj = (struct normq_job){ c, c->att, NULL, NULL, L->attn_sub_norm, E, n, false };
+	run_normq(c, &nj);
+	prof_mark(c, BN_PROF_NORMQ, 0);
+	trace_rows(c, l, BN_TRACE_ATTN_SUB_NORM, c->h, W, E, n);
+	run_gemm(c, n, 1, &L->wo, c->tmp, NULL, NULL, NULL, NULL);
+	prof_mark(c, BN_PROF_WO, tmat_bytes(&L->wo));
+	trace_rows(c, l, BN_TRACE_WO, c->tmp, E, E, n);
+	residual_add(c->x, c->tmp, n * E);
+	prof_mark(c, BN_PROF_RESID, 0);
+}
+
+/* Layer l's feed-forward block on the n rows of c->x: norm, gate and up, the activation
+ * with its sub-norm, down, residual. */
+static void layer_ffn(struct bn_ctx *c, uint32_t l, size_t n)
+{
+	const struct bn_hparams *hp = &c->m->hp;
+	const struct bn_layer *L = &c->m->layers[l];
+	size_t E = hp->n_embd, F = hp->n_ff, W = E > F ? E : F;
+	struct normq_job nj = { c, c->x, NULL, NULL, L->ffn_norm, E, n, false };
+	run_normq(c, &nj);
+	prof_mark(c, BN_PROF_NORMQ, 0);
+	trace_rows(c, l, BN_TRACE_FFN_NORM, c->h, W, E, n);
+	run_gemm(c, n, 2, &L->wgate, c->gate, &L->wup, c->up, NULL, NULL);
+	prof_mark(c, BN_PROF_GATEUP, tmat_bytes(&L->wgate) + tmat_bytes(&L->wup));
+	trace_rows(c, l, BN_TRACE_GATE, c->gate, F, F, n);
+	trace_rows(c, l, BN_TRACE_UP, c->up, F, F, n);
+	nj = (struct normq_job){ c, NULL, c->gate, c->up, L->ffn_sub_norm, F, n, hp->silu };
+	run_normq(c, &nj);
+	prof_mark(c, BN_PROF_NORMQ, 0);
+	trace_rows(c, l, BN_TRACE_FFN_ACT, c->h, W, F, n);
+	run_gemm(c, n, 1, &L->wdown, c->tmp, NULL, NULL, NULL, NULL);
+	prof_mark(c, BN_PROF_DOWN, tmat_bytes(&L->wdown));
+	trace_rows(c, l, BN_TRACE_DOWN, c->tmp, E, E, n);
+	residual_add(c->x, c->tmp, n * E);
+	prof_mark(c, BN_PROF_RESID, 0);
+	trace_rows(c, l, BN_TRACE_LAYER_OUT, c->x, E, E, n);
+}
+
+/* The output norm and the head for the rows the caller wants (b->want, else the last):
+ * normed state in c->h (f32) and c->y16, logits [wanted][n_vocab]. */
+static void output_head(struct bn_ctx *c, const struct bn_batch *b, float *logits)
 {
 	const struct bn_model *m = c->m;
 	const struct bn_hparams *hp = &m->hp;
-	uint32_t new_len[256];
-	int rc = check_batch(c, b, new_len, err);
-	if (rc || !b->n)
-		return rc;
-	unsigned nth = bn_pool_size(c->pool);
-	if (nth > c->ahead_threads) {
-		free(c->ahead);
-		c->ahead = xalloc((size_t)nth * (hp->n_head / hp->n_head_kv) * c->n_ctx *
-		                  sizeof(float));
-		c->ahead_threads = c->ahead ? nth : 0;
-		if (!c->ahead)
-			return bn_err_set(err, -ENOMEM, "out of memory");
-	}
-	size_t n = b->n, E = hp->n_embd, F = hp->n_ff, hd = hp->head_dim, kvd = c->kvd;
-	size_t W = E > F ? E : F;   /* row stride of c->h */
-	double t_pass = 0;
-	if (c->prof) {
-		t_pass = c->pt = bn_now();
-		c->pwait = 0;
-		c->pcalls = 0;
-	}
-	for (size_t i = 0; i < n; i++) {
-		embed(m, b->token[i], c->x + i * E);
-		bn_rope_table(b->pos[i], (uint32_t)hd, hp->rope_base, c->rcos + i * hd / 2,
-		              c->rsin + i * hd / 2);
-	}
-	prof_mark(c, BN_PROF_EMBED, 0);
-	struct attn_job aj = { c, 0, b->pos, b->seq, n, attn_per_item(hp, n, nth), 0 };
-	void (*rope)(float *, uint32_t, const float *, const float *) =
-		hp->rope_interleaved ? bn_rope_apply_interleaved : bn_rope_apply;
-	for (uint32_t l = 0; l < hp->n_layer; l++) {
-		const struct bn_layer *L = &m->layers[l];
-		struct normq_job nj = { c, c->x, NULL, NULL, L->attn_norm, E, n, false };
-		run_normq(c, &nj);
-		prof_mark(c, BN_PROF_NORMQ, 0);
-		trace_rows(c, l, BN_TRACE_ATTN_NORM, c->h, W, E, n);
-		run_gemm(c, n, 3, &L->wq, c->Q, &L->wk, c->K, &L->wv, c->V);
-		prof_mark(c, BN_PROF_QKV, tmat_bytes(&L->wq) + tmat_bytes(&L->wk) + tmat_bytes(&L->wv));
-		trace_rows(c, l, BN_TRACE_Q, c->Q, E, E, n);
-		trace_rows(c, l, BN_TRACE_K, c->K, kvd, kvd, n);
-		trace_rows(c, l, BN_TRACE_V, c->V, kvd, kvd, n);
-		for (size_t i = 0; i < n; i++) {
-			const float *rc_ = c->rcos + i * hd / 2, *rs_ = c->rsin + i * hd / 2;
-			float *q = c->Q + i * E, *k = c->K + i * kvd, *v = c->V + i * kvd;
-			for (uint32_t h = 0; h < hp->n_head; h++)
-				rope(q + h * hd, (uint32_t)hd, rc_, rs_);
-			for (uint32_t h = 0; h < hp->n_head_kv; h++)
-				rope(k + h * hd, (uint32_t)hd, rc_, rs_);
-			uint16_t *kc = kv_at(c, c->kcache, l, b->seq[i], b->pos[i]);
-			uint16_t *vc = kv_at(c, c->vcache, l, b->seq[i], b->pos[i]);
-			for (size_t e = 0; e < kvd; e++) {
-				kc[e] = bn_f32_to_f16(k[e]);
-				vc[e] = bn_f32_to_f16(v[e]);
-			}
-			for (size_t e = 0; e < E; e++)
-				c->q16[i * E + e] = bn_f32_to_f16(q[e]);
-		}
-		prof_mark(c, BN_PROF_ROPE_KV, 0);
-		aj.layer = l;
-		atomic_store_explicit(&aj.next, 0, memory_order_relaxed);
-		dispatch(c, attn_worker, &aj);
-		prof_mark(c, BN_PROF_ATTN, 0);
-		trace_rows(c, l, BN_TRACE_ATTN, c->att, E, E, n);
-
-		nj = (struct normq_job){ c, c->att, NULL, NULL, L->attn_sub_norm, E, n, false };
-		run_normq(c, &nj);
-		prof_mark(c, BN_PROF_NORMQ, 0);
-		trace_rows(c, l, BN_TRACE_ATTN_SUB_NORM, c->h, W, E, n);
-		run_gemm(c, n, 1, &L->wo, c->tmp, NULL, NULL, NULL, NULL);
-		prof_mark(c, BN_PROF_WO, tmat_bytes(&L->wo));
-		trace_rows(c, l, BN_TRACE_WO, c->tmp, E, E, n);
-		for (size_t e = 0; e < n * E; e++)
-			c->x[e] += c->tmp[e];
-		prof_mark(c, BN_PROF_RESID, 0);
-
-		nj = (struct normq_job){ c, c->x, NULL, NULL, L->ffn_norm, E, n, false };
-		run_normq(c, &nj);
-		prof_mark(c, BN_PROF_NORMQ, 0);
-		trace_rows(c, l, BN_TRACE_FFN_NORM, c->h, W, E, n);
-		run_gemm(c, n, 2, &L->wgate, c->gate, &L->wup, c->up, NULL, NULL);
-		prof_mark(c, BN_PROF_GATEUP, tmat_bytes(&L->wgate) + tmat_bytes(&L->wup));
-		trace_rows(c, l, BN_TRACE_GATE, c->gate, F, F, n);
-		trace_rows(c, l, BN_TRACE_UP, c->up, F, F, n);
-		nj = (struct normq_job){ c, NULL, c->gate, c->up, L->ffn_sub_norm, F, n, hp->silu };
-		run_normq(c, &nj);
-		prof_mark(c, BN_PROF_NORMQ, 0);
-		trace_rows(c, l, BN_TRACE_FFN_ACT, c->h, W, F, n);
-		run_gemm(c, n, 1, &L->wdown, c->tmp, NULL, NULL, NULL, NULL);
-		prof_mark(c, BN_PROF_DOWN, tmat_bytes(&L->wdown));
-		trace_rows(c, l, BN_TRACE_DOWN, c->tmp, E, E, n);
-		for (size_t e = 0; e < n * E; e++)
-			c->x[e] += c->tmp[e];
-		prof_mark(c, BN_PROF_RESID, 0);
-		trace_rows(c, l, BN_TRACE_LAYER_OUT, c->x, E, E, n);
-	}
-	memcpy(c->seq_len, new_len, c->n_seq * sizeof(uint32_t));
-
-	/* Head: only the rows the caller wants. Normed state goes to c->h (f32) and c->y16. */
-	size_t nw = 0;
+	size_t n = b->n, E = hp->n_embd, nw = 0;
 	for (size_t i = 0; i < n; i++) {
 		bool want = b->want ? b->want[i] : i + 1 == n;
 		if (!want)
@@ -744,14 +757,47 @@ int bn_decode(struct bn_ctx *c, const struct bn_batch *b, float *logits, struct 
 			dispatch(c, headq_worker, &qj);
 	}
 	prof_mark(c, BN_PROF_OUT_NORM, 0);
-	if (nw && logits) {
-		run_head(c, nw, logits);
-		prof_mark(c, BN_PROF_HEAD, bn_model_head_bytes(m));
-		for (size_t i = 0, r = 0; c->trace.fn && i < n; i++)
-			if (b->want ? b->want[i] : i + 1 == n)
-				c->trace.fn(c->trace.user, hp->n_layer, BN_TRACE_LOGITS, (uint32_t)i,
-				            logits + r++ * hp->n_vocab, hp->n_vocab);
+	if (!nw || !logits)
+		return;
+	run_head(c, nw, logits);
+	prof_mark(c, BN_PROF_HEAD, bn_model_head_bytes(m));
+	for (size_t i = 0, r = 0; c->trace.fn && i < n; i++)
+		if (b->want ? b->want[i] : i + 1 == n)
+			c->trace.fn(c->trace.user, hp->n_layer, BN_TRACE_LOGITS, (uint32_t)i,
+			            logits + r++ * hp->n_vocab, hp->n_vocab);
+}
+
+int bn_decode(struct bn_ctx *c, const struct bn_batch *b, float *logits, struct bn_error *err)
+{
+	const struct bn_model *m = c->m;
+	const struct bn_hparams *hp = &m->hp;
+	uint32_t new_len[256];
+	int rc = check_batch(c, b, new_len, err);
+	if (rc || !b->n)
+		return rc;
+	if ((rc = ensure_attn_scratch(c, err)))
+		return rc;
+	size_t n = b->n, E = hp->n_embd, hd = hp->head_dim;
+	double t_pass = 0;
+	if (c->prof) {
+		t_pass = c->pt = bn_now();
+		c->pwait = 0;
+		c->pcalls = 0;
 	}
+	for (size_t i = 0; i < n; i++) {
+		embed(m, b->token[i], c->x + i * E);
+		bn_rope_table(b->pos[i], (uint32_t)hd, hp->rope_base, c->rcos + i * hd / 2,
+		              c->rsin + i * hd / 2);
+	}
+	prof_mark(c, BN_PROF_EMBED, 0);
+	uint32_t per = attn_per_item(hp, n, bn_pool_size(c->pool));
+	struct attn_job aj = { c, 0, b->pos, b->seq, n, per, 0 };
+	for (uint32_t l = 0; l < hp->n_layer; l++) {
+		layer_attention(c, l, b, &aj);
+		layer_ffn(c, l, n);
+	}
+	memcpy(c->seq_len, new_len, c->n_seq * sizeof(uint32_t));
+	output_head(c, b, logits);
 	if (c->prof) {
 		c->prof->passes++;
 		c->prof->tokens += n;
