@@ -175,22 +175,15 @@ static const char *cfg_str(json_object *root, const char *key)
 	return json_object_get_string(v);
 }
 
-static int load_config(const char *path, struct hf_config *c, struct bn_error *err)
+/* The architecture: a known class in architectures and/or its model_type; neither may name
+ * another. */
+static int cfg_arch(json_object *root, const char *path, const struct hf_arch **out,
+                    struct bn_error *err)
 {
-	void *jv;
-	int rc = bn_st_json_load(path, MAX_CONFIG_BYTES, &jv, err);
-	if (rc)
-		return rc;
-	json_object *root = jv, *v;
-	if (!json_object_is_type(root, json_type_object)) {
-		rc = bn_err_set(err, -EBADMSG, "file %s: not a JSON object", path);
-		goto out;
-	}
-	/* the architecture: a known class in architectures and/or its model_type; neither may
-	 * name another */
 	const char *mt = cfg_str(root, "model_type");
 	const struct hf_arch *A = NULL;
 	bool have_arch = false, other = false;
+	json_object *v = NULL;
 	if (json_object_object_get_ex(root, "architectures", &v) &&
 	    json_object_is_type(v, json_type_array)) {
 		have_arch = json_object_array_length(v) > 0;
@@ -211,15 +204,23 @@ static int load_config(const char *path, struct hf_config *c, struct bn_error *e
 			A = &hf_archs[k];
 	if (!A || other || (mt && strcmp(mt, A->model_type))) {
 		json_object *a0 = have_arch ? json_object_array_get_idx(v, 0) : NULL;
-		rc = bn_err_set(err, -ENOTSUP, "file %s: architecture %s / model_type %s: only "
-		                "BitNetForCausalLM (model_type \"bitnet\") or LlamaForCausalLM "
-		                "(model_type \"llama\") with BitNet quantization can be converted", path,
-		                a0 && json_object_is_type(a0, json_type_string) ?
-		                        json_object_get_string(a0) : "(none)",
-		                mt ? mt : "(none)");
-		goto out;
+		return bn_err_set(err, -ENOTSUP, "file %s: architecture %s / model_type %s: only "
+		                  "BitNetForCausalLM (model_type \"bitnet\") or LlamaForCausalLM "
+		                  "(model_type \"llama\") with BitNet quantization can be converted",
+		                  path, a0 && json_object_is_type(a0, json_type_string) ?
+		                          json_object_get_string(a0) : "(none)",
+		                  mt ? mt : "(none)");
 	}
-	c->arch = A;
+	*out = A;
+	return 0;
+}
+
+/* The shape and the scalar hyper-parameters (defaults from the architecture), checked. */
+static int cfg_shape(json_object *root, const char *path, struct hf_config *c,
+                     struct bn_error *err)
+{
+	const struct hf_arch *A = c->arch;
+	int rc;
 	if ((rc = cfg_u32(root, path, "hidden_size", A->hidden, &c->hidden, err)) ||
 	    (rc = cfg_u32(root, path, "intermediate_size", A->ff, &c->ff, err)) ||
 	    (rc = cfg_u32(root, path, "num_hidden_layers", A->layers, &c->layers, err)) ||
@@ -233,111 +234,128 @@ static int load_config(const char *path, struct hf_config *c, struct bn_error *e
 	    (rc = cfg_id(root, path, "bos_token_id", &c->bos, err)) ||
 	    (rc = cfg_id(root, path, "eos_token_id", &c->eos, err)) ||
 	    (rc = cfg_id(root, path, "pad_token_id", &c->pad, err)))
-		goto out;
+		return rc;
+	json_object *v;
 	const char *act = cfg_str(root, "hidden_act");
-	if (json_object_object_get_ex(root, "hidden_act", &v) && (!act || strcmp(act, A->act))) {
-		rc = bn_err_set(err, -ENOTSUP, "file %s: hidden_act %s: the engine runs %s only for %s",
-		                path, act ? act : "(not a string)", A->act, A->hf_class);
-		goto out;
-	}
+	if (json_object_object_get_ex(root, "hidden_act", &v) && (!act || strcmp(act, A->act)))
+		return bn_err_set(err, -ENOTSUP, "file %s: hidden_act %s: the engine runs %s only "
+		                  "for %s", path, act ? act : "(not a string)", A->act, A->hf_class);
 	bool bias = false, mlp_bias = false;
 	if ((rc = cfg_bool(root, path, "attention_bias", false, &bias, err)) ||
 	    (rc = cfg_bool(root, path, "mlp_bias", false, &mlp_bias, err)))
-		goto out;
-	if (bias || mlp_bias) {
-		rc = bn_err_set(err, -ENOTSUP, "file %s: biases are not supported", path);
-		goto out;
-	}
-	/* rope_scaling (transformers 4) or rope_parameters (5, which also moves rope_theta
-	 * there): only the unscaled rope */
+		return rc;
+	if (bias || mlp_bias)
+		return bn_err_set(err, -ENOTSUP, "file %s: biases are not supported", path);
+	return 0;
+}
+
+/* rope_scaling (transformers 4) or rope_parameters (5, which also moves rope_theta there):
+ * only the unscaled rope. */
+static int cfg_rope(json_object *root, const char *path, struct hf_config *c,
+                    struct bn_error *err)
+{
 	static const char *const rope_keys[] = { "rope_scaling", "rope_parameters" };
 	for (int i = 0; i < 2; i++) {
+		json_object *v;
 		if (!json_object_object_get_ex(root, rope_keys[i], &v) ||
 		    json_object_is_type(v, json_type_null))
 			continue;
 		const char *rt = cfg_str(v, "rope_type");
 		rt = rt ? rt : cfg_str(v, "type");
 		if (!json_object_is_type(v, json_type_object) || (rt && strcmp(rt, "default")) ||
-		    (!rt && i == 0)) {
-			rc = bn_err_set(err, -ENOTSUP, "file %s: %s (type %s) is not supported: only "
-			                "unscaled RoPE", path, rope_keys[i], rt ? rt : "(none)");
-			goto out;
-		}
+		    (!rt && i == 0))
+			return bn_err_set(err, -ENOTSUP, "file %s: %s (type %s) is not supported: only "
+			                  "unscaled RoPE", path, rope_keys[i], rt ? rt : "(none)");
+		int rc;
 		if (i == 1 &&
-		    (rc = cfg_f32(v, path, "rope_theta", c->rope_theta, &c->rope_theta,
-		                  err)))
-			goto out;
+		    (rc = cfg_f32(v, path, "rope_theta", c->rope_theta, &c->rope_theta, err)))
+			return rc;
 	}
-	if (c->hidden % c->heads || c->heads % c->kv_heads || (c->hidden / c->heads) % 2) {
-		rc = bn_err_set(err, -EBADMSG, "file %s: %u heads / %u kv heads do not fit width %u",
-		                path, c->heads, c->kv_heads, c->hidden);
-		goto out;
-	}
+	return 0;
+}
+
+/* The heads against the width, head_dim, and the ranges the engine accepts. */
+static int cfg_check_heads(json_object *root, const char *path, const struct hf_config *c,
+                           struct bn_error *err)
+{
+	if (c->hidden % c->heads || c->heads % c->kv_heads || (c->hidden / c->heads) % 2)
+		return bn_err_set(err, -EBADMSG, "file %s: %u heads / %u kv heads do not fit width %u",
+		                  path, c->heads, c->kv_heads, c->hidden);
 	uint32_t hd;
-	if ((rc = cfg_u32(root, path, "head_dim", c->hidden / c->heads, &hd, err)))
-		goto out;
-	if (hd != c->hidden / c->heads) {
-		rc = bn_err_set(err, -ENOTSUP, "file %s: head_dim %u is not hidden_size / "
-		                "num_attention_heads = %u", path, hd, c->hidden / c->heads);
-		goto out;
-	}
+	int rc = cfg_u32(root, path, "head_dim", c->hidden / c->heads, &hd, err);
+	if (rc)
+		return rc;
+	if (hd != c->hidden / c->heads)
+		return bn_err_set(err, -ENOTSUP, "file %s: head_dim %u is not hidden_size / "
+		                  "num_attention_heads = %u", path, hd, c->hidden / c->heads);
 	if (c->layers > 4096 || c->hidden > 65536 || c->ff > 262144 || c->ctx > (1u << 24) ||
-	    c->vocab > (1u << 24)) {
-		rc = bn_err_set(err, -EBADMSG, "file %s: hyper-parameters out of range", path);
+	    c->vocab > (1u << 24))
+		return bn_err_set(err, -EBADMSG, "file %s: hyper-parameters out of range", path);
+	return 0;
+}
+
+/* quantization_config: BitNetQuantConfig (q: the object). */
+static int cfg_quant(json_object *q, const char *path, struct hf_config *c,
+                     struct bn_error *err)
+{
+	const char *qm = cfg_str(q, "quant_method");
+	const char *lc = cfg_str(q, "linear_class");
+	bool rms = false;
+	if (!json_object_is_type(q, json_type_object) || !qm || strcmp(qm, "bitnet"))
+		return bn_err_set(err, -ENOTSUP, "file %s: quantization_config.quant_method %s is "
+		                  "not bitnet", path, qm ? qm : "(missing)");
+	if (lc && strcmp(lc, "bitlinear") && strcmp(lc, "autobitlinear"))
+		return bn_err_set(err, -ENOTSUP, "file %s: quantization_config.linear_class %s",
+		                  path, lc);
+	c->autobitlinear = lc && !strcmp(lc, "autobitlinear");
+	int rc = cfg_bool(q, path, "use_rms_norm", false, &rms, err);
+	if (rc)
+		return rc;
+	if (rms)
+		return bn_err_set(err, -ENOTSUP, "file %s: quantization_config.use_rms_norm (a norm "
+		                  "inside every BitLinear) is not supported", path);
+	/* modules left as nn.Linear keep full-precision weights, which would be ternarized
+	 * here: only the head and the embedding (never BitLinear anyway) may be named */
+	json_object *keep;
+	if (!json_object_object_get_ex(q, "modules_to_not_convert", &keep) ||
+	    !json_object_is_type(keep, json_type_array))
+		return 0;
+	for (size_t i = 0; i < json_object_array_length(keep); i++) {
+		json_object *e = json_object_array_get_idx(keep, i);
+		const char *es = json_object_is_type(e, json_type_string) ?
+		                 json_object_get_string(e) : "(not a string)";
+		if (strcmp(es, "lm_head") && strcmp(es, "embed_tokens") &&
+		    strcmp(es, "model.embed_tokens"))
+			return bn_err_set(err, -ENOTSUP, "file %s: quantization_config."
+			                  "modules_to_not_convert names %.64s: full-precision "
+			                  "projections are not supported", path, es);
+	}
+	return 0;
+}
+
+static int load_config(const char *path, struct hf_config *c, struct bn_error *err)
+{
+	void *jv;
+	int rc = bn_st_json_load(path, MAX_CONFIG_BYTES, &jv, err);
+	if (rc)
+		return rc;
+	json_object *root = jv, *q;
+	if (!json_object_is_type(root, json_type_object)) {
+		rc = bn_err_set(err, -EBADMSG, "file %s: not a JSON object", path);
 		goto out;
 	}
-	/* quantization_config: BitNetQuantConfig */
+	if ((rc = cfg_arch(root, path, &c->arch, err)) || (rc = cfg_shape(root, path, c, err)) ||
+	    (rc = cfg_rope(root, path, c, err)) || (rc = cfg_check_heads(root, path, c, err)))
+		goto out;
 	c->autobitlinear = false;
-	json_object *q;
 	bool quant = json_object_object_get_ex(root, "quantization_config", &q) &&
 	             !json_object_is_type(q, json_type_null);
-	if (!quant && A->need_bitnet_quant) {
+	if (!quant && c->arch->need_bitnet_quant)
 		rc = bn_err_set(err, -ENOTSUP, "file %s: %s without quantization_config.quant_method "
 		                "\"bitnet\" is a full-precision model; only BitNet-quantized (ternary) "
-		                "checkpoints are converted", path, A->hf_class);
-		goto out;
-	}
-	if (quant) {
-		const char *qm = cfg_str(q, "quant_method");
-		const char *lc = cfg_str(q, "linear_class");
-		bool rms = false;
-		if (!json_object_is_type(q, json_type_object) || !qm || strcmp(qm, "bitnet")) {
-			rc = bn_err_set(err, -ENOTSUP, "file %s: quantization_config.quant_method %s is not "
-			                "bitnet", path, qm ? qm : "(missing)");
-			goto out;
-		}
-		if (lc && strcmp(lc, "bitlinear") && strcmp(lc, "autobitlinear")) {
-			rc = bn_err_set(err, -ENOTSUP, "file %s: quantization_config.linear_class %s",
-			                path, lc);
-			goto out;
-		}
-		c->autobitlinear = lc && !strcmp(lc, "autobitlinear");
-		if ((rc = cfg_bool(q, path, "use_rms_norm", false, &rms, err)))
-			goto out;
-		if (rms) {
-			rc = bn_err_set(err, -ENOTSUP, "file %s: quantization_config.use_rms_norm (a norm "
-			                "inside every BitLinear) is not supported", path);
-			goto out;
-		}
-		/* modules left as nn.Linear keep full-precision weights, which would be ternarized
-		 * here: only the head and the embedding (never BitLinear anyway) may be named */
-		json_object *keep;
-		if (json_object_object_get_ex(q, "modules_to_not_convert", &keep) &&
-		    json_object_is_type(keep, json_type_array)) {
-			for (size_t i = 0; i < json_object_array_length(keep); i++) {
-				json_object *e = json_object_array_get_idx(keep, i);
-				const char *es = json_object_is_type(e, json_type_string) ?
-				                 json_object_get_string(e) : "(not a string)";
-				if (strcmp(es, "lm_head") && strcmp(es, "embed_tokens") &&
-				    strcmp(es, "model.embed_tokens")) {
-					rc = bn_err_set(err, -ENOTSUP, "file %s: quantization_config."
-					                "modules_to_not_convert names %.64s: full-precision "
-					                "projections are not supported", path, es);
-					goto out;
-				}
-			}
-		}
-	}
+		                "checkpoints are converted", path, c->arch->hf_class);
+	else if (quant)
+		rc = cfg_quant(q, path, c, err);
 out:
 	json_object_put(root);
 	return rc;
