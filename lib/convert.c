@@ -1119,6 +1119,119 @@ static int stream_all(struct conv *cv, struct bn_error *err)
 	return 0;
 }
 
+static int check_opts(const struct bn_convert_opts *o, struct bn_error *err)
+{
+	if (o->head_type && o->head_type != BN_TYPE_F16 && o->head_type != BN_TYPE_Q8_0)
+		return bn_err_set(err, -EINVAL, "option head: %s is not f16 or q8_0",
+		                  bn_ggml_type_name(o->head_type));
+	if (o->wtype != BN_TYPE_I2_S && o->wtype != BN_TYPE_TQ2_0 && o->wtype != BN_TYPE_TQ1_0)
+		return bn_err_set(err, -EINVAL, "option type: %s is not i2_s, tq2_0 or tq1_0",
+		                  bn_ggml_type_name(o->wtype));
+	if (!o->hf_dir || !o->out)
+		return bn_err_set(err, -EINVAL, "an input directory and an output file are required");
+	return 0;
+}
+
+/* The tokenizer against the embedding: no more tokens than rows, special ids inside, then
+ * padded to the rows. */
+static int fit_vocab(const struct hf_config *c, struct tok *tk, struct bn_convert_report *rep,
+                     struct bn_error *err)
+{
+	uint32_t n_tok = tk->v.n_tokens;
+	if (n_tok > c->vocab)
+		return bn_err_set(err, -EBADMSG, "tokenizer: %u tokens but the embedding has %u rows "
+		                  "(vocab_size)", n_tok, c->vocab);
+	const int32_t ids[4] = { tk->v.bos, tk->v.eos, tk->v.eot, tk->v.pad };
+	for (int i = 0; i < 4; i++)
+		if (ids[i] >= (int32_t)n_tok)
+			return bn_err_set(err, -EBADMSG, "tokenizer: special token id %d is outside its "
+			                  "%u tokens", ids[i], n_tok);
+	int rc = pad_vocab(&tk->v, c->vocab, err);
+	if (rc)
+		return rc;
+	rep->n_pad_tokens = c->vocab - n_tok;
+	return 0;
+}
+
+/* The GGUF file: written to a temporary beside o->out, renamed over it when complete, removed
+ * on any error. */
+static int write_file(struct conv *cv, const struct tok *tk, struct bn_error *err)
+{
+	const struct bn_convert_opts *o = cv->o;
+	char tmp[4200] = "";
+	char *iobuf = malloc(IO_BUF);
+	if (!iobuf)
+		return bn_err_set(err, -ENOMEM, "out of memory");
+	int rc;
+	FILE *fp = bn_ggufw_open_temp(o->out, tmp, sizeof tmp, err);
+	if (!fp) {
+		rc = err->code;
+		goto out;
+	}
+	setvbuf(fp, iobuf, _IOFBF, IO_BUF);
+	if ((rc = bn_ggufw_open_fp(&cv->w, fp, o->out, err)) ||
+	    (rc = write_kvs(cv->w, &cv->cfg, tk, o->wtype, err)))
+		goto fail;
+	for (size_t i = 0; i < cv->n_items; i++) {
+		const struct item *it = &cv->items[i];
+		if ((rc = bn_ggufw_tensor(cv->w, it->name, it->n_dims, it->ne, it->type, err)))
+			goto fail;
+		cv->total += bn_ggufw_tensor_nbytes(it->type, it->n_dims, it->ne);
+	}
+	if ((rc = bn_ggufw_begin_data(cv->w, err)) || (rc = stream_all(cv, err)))
+		goto fail;
+	cv->rep->bytes = bn_ggufw_file_size(cv->w);
+	rc = bn_ggufw_close(cv->w, err);
+	cv->w = NULL;
+	if (rc)
+		goto fail;
+	rc = bn_ggufw_commit_temp(fp, tmp, o->out, err);
+	fp = NULL;
+	if (rc)
+		goto fail;
+	goto out;
+fail:
+	bn_ggufw_abort(cv->w);   /* opened on our stream: neither closes nor removes it */
+	if (fp) {
+		fclose(fp);
+		unlink(tmp);
+	} else if (tmp[0]) {
+		unlink(tmp);
+	}
+out:
+	free(iobuf);   /* after fp's last use: it was fp's buffer */
+	return rc;
+}
+
+static void fill_report(const struct conv *cv, struct bn_convert_report *rep)
+{
+	const struct hf_config *c = &cv->cfg;
+	rep->arch = c->arch->gguf_arch;
+	rep->hf_class = c->arch->hf_class;
+	rep->n_layer = c->layers;
+	rep->n_embd = c->hidden;
+	rep->n_ff = c->ff;
+	rep->n_head = c->heads;
+	rep->n_head_kv = c->kv_heads;
+	rep->n_vocab = c->vocab;
+	rep->n_ctx = c->ctx;
+	rep->n_tensors = (uint32_t)cv->n_items;
+	rep->n_files = (uint32_t)cv->m->n_files;
+	rep->untied_head = !c->tie;
+	rep->head_type = cv->o->head_type ? cv->o->head_type : BN_TYPE_F16;
+	rep->linear_class = NULL;
+	rep->form = NULL;
+	for (size_t i = 0; i < cv->n_items; i++) {
+		if (cv->items[i].kind != K_PROJ)
+			continue;
+		if (cv->items[i].ws)
+			rep->linear_class = c->autobitlinear ? "autobitlinear" : "bitlinear";
+		static const char *const names[] = { "packed", "master weights", "ternary floats" };
+		const char *f = names[cv->items[i].form];
+		rep->form = !rep->form || !strcmp(rep->form, f) ? f : "mixed";
+	}
+}
+
 int bn_convert(const struct bn_convert_opts *opts, struct bn_convert_report *rep,
                struct bn_error *err)
 {
@@ -1129,14 +1242,9 @@ int bn_convert(const struct bn_convert_opts *opts, struct bn_convert_report *rep
 	memset(rep, 0, sizeof *rep);
 	if (!o.wtype)
 		o.wtype = BN_TYPE_I2_S;
-	if (o.head_type && o.head_type != BN_TYPE_F16 && o.head_type != BN_TYPE_Q8_0)
-		return bn_err_set(err, -EINVAL, "option head: %s is not f16 or q8_0",
-		                  bn_ggml_type_name(o.head_type));
-	if (o.wtype != BN_TYPE_I2_S && o.wtype != BN_TYPE_TQ2_0 && o.wtype != BN_TYPE_TQ1_0)
-		return bn_err_set(err, -EINVAL, "option type: %s is not i2_s, tq2_0 or tq1_0",
-		                  bn_ggml_type_name(o.wtype));
-	if (!o.hf_dir || !o.out)
-		return bn_err_set(err, -EINVAL, "an input directory and an output file are required");
+	int rc = check_opts(&o, err);
+	if (rc)
+		return rc;
 
 	struct conv cv;
 	memset(&cv, 0, sizeof cv);
@@ -1144,12 +1252,9 @@ int bn_convert(const struct bn_convert_opts *opts, struct bn_convert_report *rep
 	cv.rep = rep;
 	struct tok tk;
 	memset(&tk, 0, sizeof tk);
-	char cfg_path[4096], tmp[4200] = "";
-	FILE *fp = NULL;
-	char *iobuf = NULL;
+	char cfg_path[4096];
 	snprintf(cfg_path, sizeof cfg_path, "%s/config.json", o.hf_dir);
-	int rc = load_config(cfg_path, &cv.cfg, err);
-	if (rc)
+	if ((rc = load_config(cfg_path, &cv.cfg, err)))
 		return rc;
 	const struct hf_config *c = &cv.cfg;
 	if ((rc = bn_st_model_open(&cv.m, o.hf_dir, err)))
@@ -1158,94 +1263,20 @@ int bn_convert(const struct bn_convert_opts *opts, struct bn_convert_report *rep
 		rc = bn_err_set(err, -ENOMEM, "out of memory");
 		goto out;
 	}
-	if ((rc = build_plan(&cv, err)) || (rc = load_tokenizer(&o, c, &tk, err)))
+	if ((rc = build_plan(&cv, err)) || (rc = load_tokenizer(&o, c, &tk, err)) ||
+	    (rc = fit_vocab(c, &tk, rep, err)))
 		goto out;
-	uint32_t n_tok = tk.v.n_tokens;
-	if (n_tok > c->vocab) {
-		rc = bn_err_set(err, -EBADMSG, "tokenizer: %u tokens but the embedding has %u rows "
-		                "(vocab_size)", n_tok, c->vocab);
-		goto out;
-	}
-	const int32_t ids[4] = { tk.v.bos, tk.v.eos, tk.v.eot, tk.v.pad };
-	for (int i = 0; i < 4; i++)
-		if (ids[i] >= (int32_t)n_tok) {
-			rc = bn_err_set(err, -EBADMSG, "tokenizer: special token id %d is outside its %u "
-			                "tokens", ids[i], n_tok);
-			goto out;
-		}
-	if ((rc = pad_vocab(&tk.v, c->vocab, err)))
-		goto out;
-	rep->n_pad_tokens = c->vocab - n_tok;
-
 	size_t max_k = c->hidden > c->ff ? c->hidden : c->ff;
 	cv.tern = malloc(max_k);
 	cv.f = malloc(max_k * sizeof(float));
 	cv.row = malloc(max_k * 4);
-	iobuf = malloc(IO_BUF);
-	if (!cv.tern || !cv.f || !cv.row || !iobuf) {
+	if (!cv.tern || !cv.f || !cv.row) {
 		rc = bn_err_set(err, -ENOMEM, "out of memory");
 		goto out;
 	}
-	if (!(fp = bn_ggufw_open_temp(o.out, tmp, sizeof tmp, err))) {
-		rc = err->code;
-		goto out;
-	}
-	setvbuf(fp, iobuf, _IOFBF, IO_BUF);
-	if ((rc = bn_ggufw_open_fp(&cv.w, fp, o.out, err)) ||
-	    (rc = write_kvs(cv.w, c, &tk, o.wtype, err)))
-		goto fail;
-	for (size_t i = 0; i < cv.n_items; i++) {
-		const struct item *it = &cv.items[i];
-		if ((rc = bn_ggufw_tensor(cv.w, it->name, it->n_dims, it->ne, it->type, err)))
-			goto fail;
-		cv.total += bn_ggufw_tensor_nbytes(it->type, it->n_dims, it->ne);
-	}
-	if ((rc = bn_ggufw_begin_data(cv.w, err)) || (rc = stream_all(&cv, err)))
-		goto fail;
-	rep->bytes = bn_ggufw_file_size(cv.w);
-	rc = bn_ggufw_close(cv.w, err);
-	cv.w = NULL;
-	if (rc)
-		goto fail;
-	rc = bn_ggufw_commit_temp(fp, tmp, o.out, err);
-	fp = NULL;
-	if (rc)
-		goto fail;
-	rep->arch = c->arch->gguf_arch;
-	rep->hf_class = c->arch->hf_class;
-	rep->n_layer = c->layers;
-	rep->n_embd = c->hidden;
-	rep->n_ff = c->ff;
-	rep->n_head = c->heads;
-	rep->n_head_kv = c->kv_heads;
-	rep->n_vocab = c->vocab;
-	rep->n_ctx = c->ctx;
-	rep->n_tensors = (uint32_t)cv.n_items;
-	rep->n_files = (uint32_t)cv.m->n_files;
-	rep->untied_head = !c->tie;
-	rep->head_type = o.head_type ? o.head_type : BN_TYPE_F16;
-	rep->linear_class = NULL;
-	rep->form = NULL;
-	for (size_t i = 0; i < cv.n_items; i++) {
-		if (cv.items[i].kind != K_PROJ)
-			continue;
-		if (cv.items[i].ws)
-			rep->linear_class = c->autobitlinear ? "autobitlinear" : "bitlinear";
-		static const char *const names[] = { "packed", "master weights", "ternary floats" };
-		const char *f = names[cv.items[i].form];
-		rep->form = !rep->form || !strcmp(rep->form, f) ? f : "mixed";
-	}
-	goto out;
-fail:
-	bn_ggufw_abort(cv.w);   /* opened on our stream: neither closes nor removes it */
-	if (fp) {
-		fclose(fp);
-		unlink(tmp);
-	} else if (tmp[0]) {
-		unlink(tmp);
-	}
+	if (!(rc = write_file(&cv, &tk, err)))
+		fill_report(&cv, rep);
 out:
-	free(iobuf);
 	free(cv.tern);
 	free(cv.f);
 	free(cv.row);
