@@ -1192,12 +1192,10 @@ static int write_file(struct conv *cv, const struct tok *tk, struct bn_error *er
 	goto out;
 fail:
 	bn_ggufw_abort(cv->w);   /* opened on our stream: neither closes nor removes it */
-	if (fp) {
+	if (fp)
 		fclose(fp);
+	if (tmp[0])   /* "": a device or FIFO written in place */
 		unlink(tmp);
-	} else if (tmp[0]) {
-		unlink(tmp);
-	}
 out:
 	free(iobuf);   /* after fp's last use: it was fp's buffer */
 	return rc;

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "gguf.h"
@@ -27,7 +28,8 @@ struct wtensor {
 
 struct bn_ggufw {
 	FILE *fp;
-	bool own;               /* we opened fp: close it, unlink on abort */
+	bool own;               /* we opened fp: close it */
+	bool unlink_on_fail;    /* and remove it after a failure (not a device, FIFO, ...) */
 	char *label;            /* path or caller's label, for messages */
 	int failed;             /* sticky negative errno */
 	uint8_t *kv;            /* [kv_len] serialized KV pairs */
@@ -92,23 +94,35 @@ static int init(struct bn_ggufw **out, FILE *fp, bool own, const char *label, st
 	}
 	w->fp = fp;
 	w->own = own;
+	w->unlink_on_fail = own;
 	w->alignment = DEFAULT_ALIGN;
 	*out = w;
 	return 0;
 }
 
+/* An existing path that is not a regular file (a device such as /dev/null, a FIFO): written
+ * in place, never renamed over or removed. */
+static bool special_file(const char *path)
+{
+	struct stat st;
+	return !stat(path, &st) && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode);
+}
+
 int bn_ggufw_open(struct bn_ggufw **out, const char *path, struct bn_error *err)
 {
 	*out = NULL;
+	bool special = special_file(path);
 	FILE *fp = fopen(path, "wb");
 	if (!fp)
 		return bn_err_set(err, -errno, "file %s: cannot create: %s", path, strerror(errno));
 	int rc = init(out, fp, true, path, err);
 	if (rc) {
 		fclose(fp);
-		unlink(path);
+		if (!special)
+			unlink(path);
 		return rc;
 	}
+	(*out)->unlink_on_fail = !special;
 	/* one large buffer: tensor data arrives a row at a time */
 	(*out)->iobuf = malloc(IO_BUF);
 	if ((*out)->iobuf)
@@ -124,6 +138,15 @@ int bn_ggufw_open_fp(struct bn_ggufw **out, FILE *fp, const char *label, struct 
 
 FILE *bn_ggufw_open_temp(const char *out, char *tmp, size_t cap, struct bn_error *err)
 {
+	if (cap)
+		tmp[0] = '\0';
+	if (special_file(out)) {
+		FILE *fp = fopen(out, "wb");
+		if (!fp)
+			bn_err_set(err, -errno, "file %s: cannot open for writing: %s", out,
+			           strerror(errno));
+		return fp;
+	}
 	for (unsigned n = 0; n < 100; n++) {
 		if ((size_t)snprintf(tmp, cap, "%s.tmp-%ld-%u", out, (long)getpid(), n) >= cap) {
 			bn_err_set(err, -ENAMETOOLONG, "file %s: name too long", out);
@@ -150,16 +173,18 @@ FILE *bn_ggufw_open_temp(const char *out, char *tmp, size_t cap, struct bn_error
 
 int bn_ggufw_commit_temp(FILE *fp, const char *tmp, const char *out, struct bn_error *err)
 {
-	if (fflush(fp) || fsync(fileno(fp))) {
+	const char *name = tmp[0] ? tmp : out;
+	/* no fsync for a special file written in place: devices and pipes refuse it */
+	if (fflush(fp) || (tmp[0] && fsync(fileno(fp)))) {
 		int e = errno;
 		fclose(fp);
-		return bn_err_set(err, -e, "file %s: write failed: %s", tmp, strerror(e));
+		return bn_err_set(err, -e, "file %s: write failed: %s", name, strerror(e));
 	}
 	if (fclose(fp)) {
 		int e = errno;
-		return bn_err_set(err, -e, "file %s: close failed: %s", tmp, strerror(e));
+		return bn_err_set(err, -e, "file %s: close failed: %s", name, strerror(e));
 	}
-	if (rename(tmp, out))
+	if (tmp[0] && rename(tmp, out))
 		return bn_err_set(err, -errno, "file %s: cannot rename to %s: %s", tmp, out,
 		                  strerror(errno));
 	return 0;
@@ -598,7 +623,7 @@ int bn_ggufw_close(struct bn_ggufw *w, struct bn_error *err)
 			int e = errno ? errno : EIO;
 			rc = bn_err_set(err, -e, "file %s: close failed: %s", w->label, strerror(e));
 		}
-		if (rc)
+		if (rc && w->unlink_on_fail)
 			unlink(w->label);
 	}
 	destroy(w);
@@ -611,7 +636,8 @@ void bn_ggufw_abort(struct bn_ggufw *w)
 		return;
 	if (w->own) {
 		fclose(w->fp);
-		unlink(w->label);
+		if (w->unlink_on_fail)
+			unlink(w->label);
 	}
 	destroy(w);
 }

@@ -20,16 +20,21 @@
 
 struct bn_ggufw;
 
-/* Create (truncate) path for writing. */
+/* Create (truncate) path for writing; removed again if writing fails. An existing path that
+ * is not a regular file or directory (a device, a FIFO) is written in place and never
+ * removed. */
 int bn_ggufw_open(struct bn_ggufw **out, const char *path, struct bn_error *err);
 /* Write into an already open stream (not closed by the writer); label names it in errors. */
 int bn_ggufw_open_fp(struct bn_ggufw **out, FILE *fp, const char *label, struct bn_error *err);
 
 /* Creates a new file "OUT.tmp-PID-N" next to out (O_EXCL) for writing, its name in tmp;
- * the caller renames it over out once complete, or unlinks it. NULL with err set. */
+ * the caller renames it over out once complete, or unlinks it. NULL with err set. When out
+ * exists and is not a regular file or directory (a device, a FIFO) it is opened itself and
+ * tmp is "": nothing to rename or unlink. */
 FILE *bn_ggufw_open_temp(const char *out, char *tmp, size_t cap, struct bn_error *err);
 /* Makes the temporary file out: flushes, syncs and closes fp (always: fp is gone when this
- * returns), then renames tmp over out. On failure the caller still unlinks tmp. */
+ * returns), then renames tmp over out (tmp "": out itself, flushed and closed). On failure
+ * the caller still unlinks tmp (when not ""). */
 int bn_ggufw_commit_temp(FILE *fp, const char *tmp, const char *out, struct bn_error *err);
 
 /* KVs, in the order they will appear. Keys must be unique. Strings are copied. */

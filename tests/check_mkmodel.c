@@ -3,11 +3,14 @@
  * With TEST_DATA, the layout is compared with the golden files. */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bitnet/kernel.h"
@@ -821,6 +824,68 @@ START_TEST(writer)
 }
 END_TEST
 
+/* ---- outputs that are not regular files -------------------------------------------------- */
+
+/* A device or FIFO given as the output is written in place: never renamed over, never removed
+ * (`bitnet mkmodel --out /dev/full` as root removed /dev/full when the write failed). A FIFO
+ * whose reader has gone makes the flush fail (EPIPE; SIGPIPE is ignored here); a read end
+ * held open meanwhile (rfd) lets the writer open it without blocking. */
+static void expect_fifo(const char *p)
+{
+	struct stat st;
+	ck_assert_int_eq(stat(p, &st), 0);
+	ck_assert_msg(S_ISFIFO(st.st_mode), "%s is no longer a FIFO", p);
+}
+
+START_TEST(special_output)
+{
+	char p[PATH_MAX], tmp[PATH_MAX + 64];
+	struct bn_error err = { 0 };
+	signal(SIGPIPE, SIG_IGN);
+	ck_assert_int_eq(mkfifo(tpath(p, "fifo"), 0600), 0);
+
+	/* bn_ggufw_open (mkmodel): a failed write leaves the FIFO */
+	int rfd = open(p, O_RDONLY | O_NONBLOCK);
+	ck_assert_int_ge(rfd, 0);
+	struct bn_ggufw *w;
+	ck_assert_int_eq(bn_ggufw_open(&w, p, &err), 0);
+	close(rfd);
+	uint64_t ne1[1] = { 5 };
+	float n[5] = { 0 };
+	ck_assert_int_eq(bn_ggufw_tensor(w, "t", 1, ne1, BN_TYPE_F32, &err), 0);
+	bn_ggufw_write(w, n, sizeof n, &err);   /* buffered: the error may come at close */
+	ck_assert_int_lt(bn_ggufw_close(w, &err), 0);
+	ck_assert_msg(strstr(err.msg, "fifo") != NULL, "%s", err.msg);
+	expect_fifo(p);
+
+	/* bn_ggufw_open_temp (convert, requant): the FIFO itself, no temporary beside it, and a
+	 * failed commit leaves it */
+	rfd = open(p, O_RDONLY | O_NONBLOCK);
+	ck_assert_int_ge(rfd, 0);
+	FILE *fp = bn_ggufw_open_temp(p, tmp, sizeof tmp, &err);
+	ck_assert_ptr_nonnull(fp);
+	ck_assert_str_eq(tmp, "");
+	close(rfd);
+	fputs("GGUF", fp);
+	ck_assert_int_lt(bn_ggufw_commit_temp(fp, tmp, p, &err), 0);
+	expect_fifo(p);
+
+	/* with a reader the bytes arrive, and the FIFO stays */
+	rfd = open(p, O_RDONLY | O_NONBLOCK);
+	ck_assert_int_ge(rfd, 0);
+	fp = bn_ggufw_open_temp(p, tmp, sizeof tmp, &err);
+	ck_assert_ptr_nonnull(fp);
+	fputs("GGUF-ok", fp);
+	ck_assert_int_eq(bn_ggufw_commit_temp(fp, tmp, p, &err), 0);
+	char got[16] = { 0 };
+	ck_assert_int_eq(read(rfd, got, sizeof got - 1), 7);
+	ck_assert_str_eq(got, "GGUF-ok");
+	close(rfd);
+	expect_fifo(p);
+	signal(SIGPIPE, SIG_DFL);
+}
+END_TEST
+
 /* ---- the golden layout ------------------------------------------------------------------ */
 
 /* Same KV keys, types and values (but general.name), same tensor table. */
@@ -969,6 +1034,7 @@ int main(void)
 	tcase_add_test(tc, tokenizer_json);
 	tcase_add_test(tc, progress);
 	tcase_add_test(tc, writer);
+	tcase_add_test(tc, special_output);
 	if (shared_dir())
 		tcase_add_test(tc, golden_layout);
 	else
