@@ -167,6 +167,69 @@ ALWAYS_INLINE __m256i block_dot_vnni2(__m256i a, __m256i *b, const __m256i c[4],
 	return a;
 }
 
+/* m == 1 without VNNI: four weight rows (stride rb) against one activation row over nb
+ * (1..ROWS4_BLOCKS) blocks in int16 lanes, s[t] += code*q of row t over the blocks. Each
+ * block is decoded as decode_block does and multiplied with q straight from memory: 15
+ * vector operations per block and row. A block adds [-2048, 2032] (block_dot16), so 16
+ * blocks stay within [-32768, 32512]. asm because GCC 12 kept two of the four accumulators
+ * on the stack (a store and a reload per block on their chains) and reloaded a weight
+ * vector through memory: the loop ran at about half the rate of these instructions.
+ * dopf: fetch 2 lines per block of pf, which walks the next group of rows (4 rb bytes). */
+#define ROWS4_BLOCKS 16
+#define ROWS4_ROW(addr, s)                                                                    \
+	"vmovdqu " addr ", %[v]\n\t"                                                              \
+	"vpsrlw $4, %[v], %[h]\n\t"                                                               \
+	"vpand %[m4], %[v], %[v]\n\t"                                                             \
+	"vpand %[m4], %[h], %[h]\n\t"                                                             \
+	"vpshufb %[h], %[lut_hi], %[c]\n\t"                                                       \
+	"vpmaddubsw (%[q]), %[c], %[c]\n\t"                                                       \
+	"vpaddw %[c], " s ", " s "\n\t"                                                           \
+	"vpshufb %[h], %[lut_lo], %[h]\n\t"                                                       \
+	"vpmaddubsw 32(%[q]), %[h], %[h]\n\t"                                                     \
+	"vpaddw %[h], " s ", " s "\n\t"                                                           \
+	"vpshufb %[v], %[lut_hi], %[c]\n\t"                                                       \
+	"vpmaddubsw 64(%[q]), %[c], %[c]\n\t"                                                     \
+	"vpaddw %[c], " s ", " s "\n\t"                                                           \
+	"vpshufb %[v], %[lut_lo], %[v]\n\t"                                                       \
+	"vpmaddubsw 96(%[q]), %[v], %[v]\n\t"                                                     \
+	"vpaddw %[v], " s ", " s "\n\t"
+ALWAYS_INLINE void rows4_blocks(const uint8_t *w, size_t rb, size_t nb, const int8_t *q,
+                                const uint8_t *pf, int dopf, __m256i s[4])
+{
+	const __m256i lut_lo = _mm256_setr_epi8(0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1,
+	                                        0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1);
+	const __m256i lut_hi = _mm256_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 1, 1, 1, 1,
+	                                        0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 1, 1, 1, 1);
+	const __m256i m4 = _mm256_set1_epi8(0x0f);
+	__m256i s0 = s[0], s1 = s[1], s2 = s[2], s3 = s[3], v, h, c;
+	const uint8_t *end = w + nb * BN_I2S_BLOCK_BYTES;
+	size_t rb3 = 3 * rb;
+	__asm__("1:\n\t"
+	        ".if %c[dopf]\n\t"
+	        "prefetcht0 (%[pf])\n\t"
+	        "prefetcht0 64(%[pf])\n\t"
+	        "sub $-128, %[pf]\n\t"
+	        ".endif\n\t"
+	        ROWS4_ROW("(%[w])", "%[s0]")
+	        ROWS4_ROW("(%[w],%[rb])", "%[s1]")
+	        ROWS4_ROW("(%[w],%[rb],2)", "%[s2]")
+	        ROWS4_ROW("(%[w],%[rb3])", "%[s3]")
+	        "add $32, %[w]\n\t"
+	        "sub $-128, %[q]\n\t"
+	        "cmp %[end], %[w]\n\t"
+	        "jb 1b"
+	        : [s0] "+x"(s0), [s1] "+x"(s1), [s2] "+x"(s2), [s3] "+x"(s3), [v] "=&x"(v),
+	          [h] "=&x"(h), [c] "=&x"(c), [w] "+r"(w), [q] "+r"(q), [pf] "+r"(pf)
+	        : [rb] "r"(rb), [rb3] "r"(rb3), [end] "r"(end), [m4] "x"(m4),
+	          [lut_lo] "x"(lut_lo), [lut_hi] "x"(lut_hi), [dopf] "i"(dopf)
+	        : "cc", "memory");
+	s[0] = s0;
+	s[1] = s1;
+	s[2] = s2;
+	s[3] = s3;
+}
+#undef ROWS4_ROW
+
 /* m == 1 (decode): four weight rows per pass share the q loads and give four independent
  * accumulation chains; the weight stream is the bottleneck, so the next group of rows is
  * prefetched while this one is decoded. With VNNI each block is 4 vpdpbusd instead of
@@ -180,6 +243,28 @@ ALWAYS_INLINE void gemv_rows4(const uint8_t *w, size_t k, size_t r, size_t r1, c
 	size_t ahead = r + 8 <= r1 ? 4 * rb : 0;
 	__m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
 	__m256i b0 = a0, b1 = a0, b2 = a0, b3 = a0;   /* second chains (VNNI) */
+	if (!vnni) {
+		size_t nblk = rb / BN_I2S_BLOCK_BYTES;
+		for (size_t b = 0; b < nblk; b += ROWS4_BLOCKS) {
+			size_t nb = nblk - b < ROWS4_BLOCKS ? nblk - b : ROWS4_BLOCKS;
+			size_t o = b * BN_I2S_BLOCK_BYTES;
+			__m256i s[4] = { _mm256_setzero_si256(), _mm256_setzero_si256(),
+			                 _mm256_setzero_si256(), _mm256_setzero_si256() };
+			if (ahead)
+				rows4_blocks(w0 + o, rb, nb, q + 4 * o, w0 + ahead + 4 * o, 1, s);
+			else
+				rows4_blocks(w0 + o, rb, nb, q + 4 * o, w0, 0, s);
+			a0 = widen_add(a0, s[0]);
+			a1 = widen_add(a1, s[1]);
+			a2 = widen_add(a2, s[2]);
+			a3 = widen_add(a3, s[3]);
+		}
+		out[0] = hsum_epi32(a0);
+		out[1] = hsum_epi32(a1);
+		out[2] = hsum_epi32(a2);
+		out[3] = hsum_epi32(a3);
+		return;
+	}
 	for (size_t o = 0; o < rb;) {
 		size_t end = o + BLOCKS16 * BN_I2S_BLOCK_BYTES < rb ? o + BLOCKS16 * BN_I2S_BLOCK_BYTES
 		                                                   : rb;
