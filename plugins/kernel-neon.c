@@ -496,42 +496,7 @@ ALWAYS_INLINE void attn_g(const uint16_t *q16, size_t gq, const uint16_t *k, con
 	}
 }
 
-#define ATT_FN(g)                                                                           \
-	static __attribute__((noinline)) void attn_g##g(const uint16_t *q16, const uint16_t *k, \
-		const uint16_t *v, size_t stride, size_t n, size_t hd, float scale, float *out,     \
-		float *scratch)                                                                     \
-	{                                                                                       \
-		attn_g(q16, g, k, v, stride, n, hd, scale, out, scratch);                           \
-	}
-ATT_FN(1)
-ATT_FN(2)
-ATT_FN(3)
-ATT_FN(4)
-#undef ATT_FN
-
-static void attn_group(const uint16_t *q16, size_t g, const uint16_t *k, const uint16_t *v,
-                       size_t stride, size_t n, size_t hd, float scale, float *out,
-                       float *scratch)
-{
-	if (hd > ATT_HD_MAX) {
-		for (size_t i = 0; i < g; i++)
-			attn_head(q16 + i * hd, k, v, stride, n, hd, scale, out + i * hd, scratch + i * n);
-		return;
-	}
-	for (size_t i = 0; i < g; i += ATT_G) {
-		size_t gq = g - i < ATT_G ? g - i : ATT_G;
-		const uint16_t *qi = q16 + i * hd;
-		float *oi = out + i * hd, *si = scratch + i * n;
-		if (gq == 4)
-			attn_g4(qi, k, v, stride, n, hd, scale, oi, si);
-		else if (gq == 3)
-			attn_g3(qi, k, v, stride, n, hd, scale, oi, si);
-		else if (gq == 2)
-			attn_g2(qi, k, v, stride, n, hd, scale, oi, si);
-		else
-			attn_g1(qi, k, v, stride, n, hd, scale, oi, si);
-	}
-}
+#include "attn-group.h"
 
 /* ---- q8_gemm ----------------------------------------------------------------------- */
 
