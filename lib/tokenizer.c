@@ -379,40 +379,21 @@ out:
 	return rc;
 }
 
-int bn_tokenizer_new(struct bn_tokenizer **out, const struct bn_vocab *v, const char *arch,
-		     struct bn_error *err)
+/* The token strings' tables: t->types, text and piece with their offsets, the empty hash
+ * index, and hashes [n] for index_vocab. */
+static int alloc_vocab(struct bn_tokenizer *t, const struct bn_vocab *v, uint64_t **hashes,
+		       struct bn_error *err)
 {
-	*out = NULL;
-	if (strcmp(v->model, "gpt2") != 0)
-		return bn_err_set(err, -ENOTSUP, "tokenizer: vocabulary model '%s' is not supported "
-				  "(only gpt2 byte-level BPE)", v->model);
-	if (v->n_tokens == 0 || v->n_tokens > INT32_MAX || !v->tokens)
-		return bn_err_set(err, -EINVAL, "tokenizer: vocabulary has %u tokens", v->n_tokens);
-	if (v->n_merges > INT32_MAX || (v->n_merges && !v->merges))
-		return bn_err_set(err, -EINVAL, "tokenizer: %u merges", v->n_merges);
-
-	struct bn_tokenizer *t = calloc(1, sizeof(*t));
-	if (!t)
-		return bn_err_set(err, -ENOMEM, "tokenizer: out of memory");
-	int rc = -ENOMEM;
 	uint32_t n = v->n_tokens;
-	uint64_t *hashes = NULL;   /* [n] hash of each token string */
-	t->n_vocab = n;
-	build_byte_map(t);
-
 	uint64_t total = 0;
 	for (uint32_t i = 0; i < n; i++) {
-		if (!v->tokens[i]) {
-			rc = bn_err_set(err, -EINVAL, "tokenizer: token %u has no text", i);
-			goto fail;
-		}
+		if (!v->tokens[i])
+			return bn_err_set(err, -EINVAL, "tokenizer: token %u has no text", i);
 		total += strlen(v->tokens[i]);
 	}
-	if (total >= UINT32_MAX) {
-		rc = bn_err_set(err, -E2BIG, "tokenizer: token strings total %llu bytes",
-				(unsigned long long)total);
-		goto fail;
-	}
+	if (total >= UINT32_MAX)
+		return bn_err_set(err, -E2BIG, "tokenizer: token strings total %llu bytes",
+				  (unsigned long long)total);
 	t->types = malloc(sizeof(*t->types) * n);
 	t->text_off = malloc(sizeof(*t->text_off) * ((size_t)n + 1));
 	t->piece_off = malloc(sizeof(*t->piece_off) * ((size_t)n + 1));
@@ -420,16 +401,20 @@ int bn_tokenizer_new(struct bn_tokenizer **out, const struct bn_vocab *v, const 
 	t->piece = malloc(total + 1);   /* unmapping never lengthens a token */
 	t->vmask = table_size(n) - 1;
 	t->vhash = malloc(sizeof(*t->vhash) * ((size_t)t->vmask + 1));
-	hashes = malloc(sizeof(*hashes) * n);
+	*hashes = malloc(sizeof(**hashes) * n);
 	if (!t->types || !t->text_off || !t->piece_off || !t->text || !t->piece || !t->vhash ||
-	    !hashes) {
-		bn_err_set(err, -ENOMEM, "tokenizer: out of memory for %u tokens", n);
-		goto fail;
-	}
+	    !*hashes)
+		return bn_err_set(err, -ENOMEM, "tokenizer: out of memory for %u tokens", n);
 	memset(t->vhash, 0xff, sizeof(*t->vhash) * ((size_t)t->vmask + 1));
+	return 0;
+}
+
+/* Each token's type, text, piece (its bytes: byte-level characters unmapped, specials as
+ * written) and the hash of its text. */
+static void fill_vocab(struct bn_tokenizer *t, const struct bn_vocab *v, uint64_t *hashes)
+{
 	uint32_t to = 0, po = 0;
-	uint32_t dups = 0;
-	for (uint32_t i = 0; i < n; i++) {
+	for (uint32_t i = 0; i < v->n_tokens; i++) {
 		const char *s = v->tokens[i];
 		size_t l = strlen(s);
 		int32_t ty = v->types ? v->types[i] : BN_TOKEN_NORMAL;
@@ -447,6 +432,13 @@ int bn_tokenizer_new(struct bn_tokenizer **out, const struct bn_vocab *v, const 
 		t->text_off[i + 1] = to;
 		hashes[i] = fnv_more(FNV_SEED, s, l);
 	}
+	t->piece_off[v->n_tokens] = po;
+}
+
+/* The text -> id hash index; of equal strings the lowest id keeps the entry. */
+static void index_vocab(struct bn_tokenizer *t, const uint64_t *hashes)
+{
+	uint32_t n = t->n_vocab, dups = 0;
 	for (uint32_t i = 0; i < n; i++) {
 		if (i + 16 < n)   /* the table is bigger than L2: fetch ahead */
 			__builtin_prefetch(&t->vhash[slot_of(hashes[i + 16], t->vmask)], 1);
@@ -459,7 +451,7 @@ int bn_tokenizer_new(struct bn_tokenizer **out, const struct bn_vocab *v, const 
 			int32_t o = t->vhash[k].id;
 			if (t->vhash[k].tag == tag && t->text_off[o + 1] - t->text_off[o] == l &&
 			    memcmp(t->text + t->text_off[o], s, l) == 0) {
-				dup = true;   /* the lowest id keeps the string */
+				dup = true;
 				break;
 			}
 		}
@@ -470,10 +462,13 @@ int bn_tokenizer_new(struct bn_tokenizer **out, const struct bn_vocab *v, const 
 			t->vhash[k].id = (int32_t)i;
 		}
 	}
-	t->piece_off[n] = po;
 	if (dups)
 		bn_log(BN_LOG_DEBUG, "tokenizer: %u duplicate token strings", dups);
+}
 
+/* The token of each byte's byte-level character (-1 where the vocabulary lacks it). */
+static void map_byte_tokens(struct bn_tokenizer *t)
+{
 	unsigned missing = 0;
 	for (unsigned b = 0; b < 256; b++) {
 		t->byte_tok[b] = vocab_find(t, (const char *)t->map_utf8[b], t->map_len[b]);
@@ -483,6 +478,33 @@ int bn_tokenizer_new(struct bn_tokenizer **out, const struct bn_vocab *v, const 
 	if (missing)
 		bn_log(BN_LOG_WARNING, "tokenizer: %u of the 256 byte tokens are missing; text with "
 		       "those bytes cannot be tokenized", missing);
+}
+
+int bn_tokenizer_new(struct bn_tokenizer **out, const struct bn_vocab *v, const char *arch,
+		     struct bn_error *err)
+{
+	*out = NULL;
+	if (strcmp(v->model, "gpt2") != 0)
+		return bn_err_set(err, -ENOTSUP, "tokenizer: vocabulary model '%s' is not supported "
+				  "(only gpt2 byte-level BPE)", v->model);
+	if (v->n_tokens == 0 || v->n_tokens > INT32_MAX || !v->tokens)
+		return bn_err_set(err, -EINVAL, "tokenizer: vocabulary has %u tokens", v->n_tokens);
+	if (v->n_merges > INT32_MAX || (v->n_merges && !v->merges))
+		return bn_err_set(err, -EINVAL, "tokenizer: %u merges", v->n_merges);
+
+	struct bn_tokenizer *t = calloc(1, sizeof(*t));
+	if (!t)
+		return bn_err_set(err, -ENOMEM, "tokenizer: out of memory");
+	uint64_t *hashes = NULL;   /* [n] hash of each token string */
+	uint32_t n = v->n_tokens;
+	t->n_vocab = n;
+	build_byte_map(t);
+	int rc = alloc_vocab(t, v, &hashes, err);
+	if (rc)
+		goto fail;
+	fill_vocab(t, v, hashes);
+	index_vocab(t, hashes);
+	map_byte_tokens(t);
 
 	t->bos = v->bos;
 	t->eos = v->eos;
