@@ -86,39 +86,42 @@ static void quantize_i8(const float *x, size_t n, int8_t *q, float *scale, int32
 /* Decode by nibble lookup: each nibble holds two 2-bit fields, and one pshufb per field
  * maps the nibble to that field's code with the unused code 3 turned into code 1 (weight 0,
  * as the scalar plugin decodes it): lut_lo[n] = fix(n & 3), lut_hi[n] = fix(n >> 2).
- * c[0] pairs with q[b..b+31], c[1] with q[b+32..], c[2] with q[b+64..], c[3] with q[b+96..]. */
-ALWAYS_INLINE void decode_block(const uint8_t *blk, __m256i c[4])
+ * c[0] pairs with q[b..b+31], c[1] with q[b+32..], c[2] with q[b+64..], c[3] with q[b+96..].
+ * decode_block and the asm loops below (rows4_blocks, row_acts16) share these tables. */
+struct nib {
+	__m256i lut_lo, lut_hi, m4;
+};
+
+ALWAYS_INLINE struct nib nib_init(void)
 {
-	const __m256i lut_lo = _mm256_setr_epi8(0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1,
-	                                        0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1);
-	const __m256i lut_hi = _mm256_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 1, 1, 1, 1,
-	                                        0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 1, 1, 1, 1);
-	const __m256i m4 = _mm256_set1_epi8(0x0f);
-	__m256i v = _mm256_loadu_si256((const __m256i *)blk);
-	__m256i lo = _mm256_and_si256(v, m4);
-	__m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-	c[0] = _mm256_shuffle_epi8(lut_hi, hi);
-	c[1] = _mm256_shuffle_epi8(lut_lo, hi);
-	c[2] = _mm256_shuffle_epi8(lut_hi, lo);
-	c[3] = _mm256_shuffle_epi8(lut_lo, lo);
+	struct nib d;
+	d.lut_lo = _mm256_setr_epi8(0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1,
+	                            0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1);
+	d.lut_hi = _mm256_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 1, 1, 1, 1,
+	                            0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 1, 1, 1, 1);
+	d.m4 = _mm256_set1_epi8(0x0f);
+	return d;
 }
 
-/* Sum of code*q over one block as 16 int16 lanes.
- * Overflow bound: maddubs multiplies u8 codes (0..2) by s8 q (-128..127) and adds adjacent
- * pairs, so each int16 lane is in [-512, 508] and never saturates; the sum of the four
- * fields is in [-2048, 2032]. Callers add at most BLOCKS16 = 8 such block sums in int16
- * ([-16384, 16256]) before widening with madd(ones) into int32 lanes. The int32 row total
- * is bounded by 2*128*k, below 2^31 for every k < 2^23, far beyond any model row (the
- * scalar reference has the same int32 bound). */
-#define BLOCKS16 8
-ALWAYS_INLINE __m256i block_dot16(const __m256i c[4], const int8_t *qb)
+ALWAYS_INLINE void decode_block(const uint8_t *blk, __m256i c[4])
 {
-	__m256i p0 = _mm256_maddubs_epi16(c[0], _mm256_loadu_si256((const __m256i *)qb));
-	__m256i p1 = _mm256_maddubs_epi16(c[1], _mm256_loadu_si256((const __m256i *)(qb + 32)));
-	__m256i p2 = _mm256_maddubs_epi16(c[2], _mm256_loadu_si256((const __m256i *)(qb + 64)));
-	__m256i p3 = _mm256_maddubs_epi16(c[3], _mm256_loadu_si256((const __m256i *)(qb + 96)));
-	return _mm256_add_epi16(_mm256_add_epi16(p0, p1), _mm256_add_epi16(p2, p3));
+	const struct nib d = nib_init();
+	__m256i v = _mm256_loadu_si256((const __m256i *)blk);
+	__m256i lo = _mm256_and_si256(v, d.m4);
+	__m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), d.m4);
+	c[0] = _mm256_shuffle_epi8(d.lut_hi, hi);
+	c[1] = _mm256_shuffle_epi8(d.lut_lo, hi);
+	c[2] = _mm256_shuffle_epi8(d.lut_hi, lo);
+	c[3] = _mm256_shuffle_epi8(d.lut_lo, lo);
 }
+
+/* Without VNNI a block's code*q goes into 16 int16 lanes. Overflow bound: maddubs multiplies
+ * u8 codes (0..2) by s8 q (-128..127) and adds adjacent pairs, so each int16 lane is in
+ * [-512, 508] and never saturates; the four fields of a block add [-2048, 2032]. Callers
+ * add at most BLOCKS16 = 16 blocks in int16 ([-32768, 32512]) before widening with
+ * madd(ones) into int32 lanes. The int32 row total is bounded by 2*128*k, below 2^31 for
+ * every k < 2^23, far beyond any model row (the scalar reference has the same int32 bound). */
+#define BLOCKS16 16
 
 ALWAYS_INLINE __m256i widen_add(__m256i acc32, __m256i s16)
 {
@@ -168,14 +171,12 @@ ALWAYS_INLINE __m256i block_dot_vnni2(__m256i a, __m256i *b, const __m256i c[4],
 }
 
 /* m == 1 without VNNI: four weight rows (stride rb) against one activation row over nb
- * (1..ROWS4_BLOCKS) blocks in int16 lanes, s[t] += code*q of row t over the blocks. Each
- * block is decoded as decode_block does and multiplied with q straight from memory: 15
- * vector operations per block and row. A block adds [-2048, 2032] (block_dot16), so 16
- * blocks stay within [-32768, 32512]. asm because GCC 12 kept two of the four accumulators
+ * (1..BLOCKS16) blocks in int16 lanes, s[t] += code*q of row t over the blocks. Each block
+ * is decoded as decode_block does and multiplied with q straight from memory: 15 vector
+ * operations per block and row. asm because GCC 12 kept two of the four accumulators
  * on the stack (a store and a reload per block on their chains) and reloaded a weight
  * vector through memory: the loop ran at about half the rate of these instructions.
  * dopf: fetch 2 lines per block of pf, which walks the next group of rows (4 rb bytes). */
-#define ROWS4_BLOCKS 16
 #define ROWS4_ROW(addr, s)                                                                    \
 	"vmovdqu " addr ", %[v]\n\t"                                                              \
 	"vpsrlw $4, %[v], %[h]\n\t"                                                               \
@@ -196,11 +197,7 @@ ALWAYS_INLINE __m256i block_dot_vnni2(__m256i a, __m256i *b, const __m256i c[4],
 ALWAYS_INLINE void rows4_blocks(const uint8_t *w, size_t rb, size_t nb, const int8_t *q,
                                 const uint8_t *pf, int dopf, __m256i s[4])
 {
-	const __m256i lut_lo = _mm256_setr_epi8(0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1,
-	                                        0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1);
-	const __m256i lut_hi = _mm256_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 1, 1, 1, 1,
-	                                        0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 1, 1, 1, 1);
-	const __m256i m4 = _mm256_set1_epi8(0x0f);
+	const struct nib d = nib_init();
 	__m256i s0 = s[0], s1 = s[1], s2 = s[2], s3 = s[3], v, h, c;
 	const uint8_t *end = w + nb * BN_I2S_BLOCK_BYTES;
 	size_t rb3 = 3 * rb;
@@ -220,8 +217,8 @@ ALWAYS_INLINE void rows4_blocks(const uint8_t *w, size_t rb, size_t nb, const in
 	        "jb 1b"
 	        : [s0] "+x"(s0), [s1] "+x"(s1), [s2] "+x"(s2), [s3] "+x"(s3), [v] "=&x"(v),
 	          [h] "=&x"(h), [c] "=&x"(c), [w] "+r"(w), [q] "+r"(q), [pf] "+r"(pf)
-	        : [rb] "r"(rb), [rb3] "r"(rb3), [end] "r"(end), [m4] "x"(m4),
-	          [lut_lo] "x"(lut_lo), [lut_hi] "x"(lut_hi), [dopf] "i"(dopf)
+	        : [rb] "r"(rb), [rb3] "r"(rb3), [end] "r"(end), [m4] "x"(d.m4),
+	          [lut_lo] "x"(d.lut_lo), [lut_hi] "x"(d.lut_hi), [dopf] "i"(dopf)
 	        : "cc", "memory");
 	s[0] = s0;
 	s[1] = s1;
@@ -232,78 +229,65 @@ ALWAYS_INLINE void rows4_blocks(const uint8_t *w, size_t rb, size_t nb, const in
 
 /* m == 1 (decode): four weight rows per pass share the q loads and give four independent
  * accumulation chains; the weight stream is the bottleneck, so the next group of rows is
- * prefetched while this one is decoded. With VNNI each block is 4 vpdpbusd instead of
- * 4 maddubs + 4 adds (and no widening). */
-ALWAYS_INLINE void gemv_rows4(const uint8_t *w, size_t k, size_t r, size_t r1, const int8_t *q,
-                              int32_t out[4], int vnni)
+ * prefetched while this one is decoded (ahead: its offset from row r, 0 at the range's end:
+ * the rows after r1 may not exist). Without VNNI, rows4_blocks in int16 stages of BLOCKS16
+ * blocks; with VNNI each block is 4 vpdpbusd on two chains per row. */
+ALWAYS_INLINE size_t gemv_ahead(size_t r, size_t r1, size_t rb)
 {
-	size_t rb = k / 4;
-	const uint8_t *w0 = w + r * rb, *w1 = w0 + rb, *w2 = w1 + rb, *w3 = w2 + rb;
-	/* prefetch stays inside [r0, r1): the rows after r1 may not exist */
-	size_t ahead = r + 8 <= r1 ? 4 * rb : 0;
+	return r + 8 <= r1 ? 4 * rb : 0;
+}
+
+ALWAYS_INLINE void gemv_rows4(const uint8_t *w, size_t k, size_t r, size_t r1, const int8_t *q,
+                              int32_t out[4])
+{
+	size_t rb = k / 4, nblk = rb / BN_I2S_BLOCK_BYTES, ahead = gemv_ahead(r, r1, rb);
+	const uint8_t *w0 = w + r * rb;
+	/* four named accumulators: as an array GCC kept them in memory (5 % slower in L2) */
 	__m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-	__m256i b0 = a0, b1 = a0, b2 = a0, b3 = a0;   /* second chains (VNNI) */
-	if (!vnni) {
-		size_t nblk = rb / BN_I2S_BLOCK_BYTES;
-		for (size_t b = 0; b < nblk; b += ROWS4_BLOCKS) {
-			size_t nb = nblk - b < ROWS4_BLOCKS ? nblk - b : ROWS4_BLOCKS;
-			size_t o = b * BN_I2S_BLOCK_BYTES;
-			__m256i s[4] = { _mm256_setzero_si256(), _mm256_setzero_si256(),
-			                 _mm256_setzero_si256(), _mm256_setzero_si256() };
-			if (ahead)
-				rows4_blocks(w0 + o, rb, nb, q + 4 * o, w0 + ahead + 4 * o, 1, s);
-			else
-				rows4_blocks(w0 + o, rb, nb, q + 4 * o, w0, 0, s);
-			a0 = widen_add(a0, s[0]);
-			a1 = widen_add(a1, s[1]);
-			a2 = widen_add(a2, s[2]);
-			a3 = widen_add(a3, s[3]);
-		}
-		out[0] = hsum_epi32(a0);
-		out[1] = hsum_epi32(a1);
-		out[2] = hsum_epi32(a2);
-		out[3] = hsum_epi32(a3);
-		return;
+	for (size_t b = 0; b < nblk; b += BLOCKS16) {
+		size_t nb = nblk - b < BLOCKS16 ? nblk - b : BLOCKS16;
+		size_t o = b * BN_I2S_BLOCK_BYTES;
+		__m256i s[4] = { _mm256_setzero_si256(), _mm256_setzero_si256(),
+		                 _mm256_setzero_si256(), _mm256_setzero_si256() };
+		if (ahead)
+			rows4_blocks(w0 + o, rb, nb, q + 4 * o, w0 + ahead + 4 * o, 1, s);
+		else
+			rows4_blocks(w0 + o, rb, nb, q + 4 * o, w0, 0, s);
+		a0 = widen_add(a0, s[0]);
+		a1 = widen_add(a1, s[1]);
+		a2 = widen_add(a2, s[2]);
+		a3 = widen_add(a3, s[3]);
 	}
-	for (size_t o = 0; o < rb;) {
-		size_t end = o + BLOCKS16 * BN_I2S_BLOCK_BYTES < rb ? o + BLOCKS16 * BN_I2S_BLOCK_BYTES
-		                                                   : rb;
-		__m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
-		for (; o < end; o += BN_I2S_BLOCK_BYTES) {
-			const int8_t *qb = q + o * 4;
-			__m256i c[4];
-			if (ahead) {
-				_mm_prefetch((const char *)(w0 + ahead + 4 * o), _MM_HINT_T0);
-				_mm_prefetch((const char *)(w0 + ahead + 4 * o + 64), _MM_HINT_T0);
-			}
-			if (vnni) {
-				/* two chains per row (fields 0-1 and 2-3): vpdpbusd's latency would
-				 * otherwise bound a row's four dependent dots per block */
-				decode_block(w0 + o, c);
-				a0 = block_dot_vnni2(a0, &b0, c, qb);
-				decode_block(w1 + o, c);
-				a1 = block_dot_vnni2(a1, &b1, c, qb);
-				decode_block(w2 + o, c);
-				a2 = block_dot_vnni2(a2, &b2, c, qb);
-				decode_block(w3 + o, c);
-				a3 = block_dot_vnni2(a3, &b3, c, qb);
-				continue;
-			}
-			decode_block(w0 + o, c);
-			s0 = _mm256_add_epi16(s0, block_dot16(c, qb));
-			decode_block(w1 + o, c);
-			s1 = _mm256_add_epi16(s1, block_dot16(c, qb));
-			decode_block(w2 + o, c);
-			s2 = _mm256_add_epi16(s2, block_dot16(c, qb));
-			decode_block(w3 + o, c);
-			s3 = _mm256_add_epi16(s3, block_dot16(c, qb));
+	out[0] = hsum_epi32(a0);
+	out[1] = hsum_epi32(a1);
+	out[2] = hsum_epi32(a2);
+	out[3] = hsum_epi32(a3);
+}
+
+ALWAYS_INLINE void gemv_rows4_vnni(const uint8_t *w, size_t k, size_t r, size_t r1,
+                                   const int8_t *q, int32_t out[4])
+{
+	size_t rb = k / 4, ahead = gemv_ahead(r, r1, rb);
+	const uint8_t *w0 = w + r * rb, *w1 = w0 + rb, *w2 = w1 + rb, *w3 = w2 + rb;
+	__m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+	__m256i b0 = a0, b1 = a0, b2 = a0, b3 = a0;   /* second chains */
+	for (size_t o = 0; o < rb; o += BN_I2S_BLOCK_BYTES) {
+		const int8_t *qb = q + o * 4;
+		__m256i c[4];
+		if (ahead) {
+			_mm_prefetch((const char *)(w0 + ahead + 4 * o), _MM_HINT_T0);
+			_mm_prefetch((const char *)(w0 + ahead + 4 * o + 64), _MM_HINT_T0);
 		}
-		if (!vnni) {
-			a0 = widen_add(a0, s0);
-			a1 = widen_add(a1, s1);
-			a2 = widen_add(a2, s2);
-			a3 = widen_add(a3, s3);
-		}
+		/* two chains per row (fields 0-1 and 2-3): vpdpbusd's latency would otherwise
+		 * bound a row's four dependent dots per block */
+		decode_block(w0 + o, c);
+		a0 = block_dot_vnni2(a0, &b0, c, qb);
+		decode_block(w1 + o, c);
+		a1 = block_dot_vnni2(a1, &b1, c, qb);
+		decode_block(w2 + o, c);
+		a2 = block_dot_vnni2(a2, &b2, c, qb);
+		decode_block(w3 + o, c);
+		a3 = block_dot_vnni2(a3, &b3, c, qb);
 	}
 	out[0] = hsum_epi32(_mm256_add_epi32(a0, b0));
 	out[1] = hsum_epi32(_mm256_add_epi32(a1, b1));
@@ -311,13 +295,11 @@ ALWAYS_INLINE void gemv_rows4(const uint8_t *w, size_t k, size_t r, size_t r1, c
 	out[3] = hsum_epi32(_mm256_add_epi32(a3, b3));
 }
 
-/* One weight row against na (<= 4) activation rows over nb (1..ROW_BLOCKS16) blocks, in
- * int16 lanes: s[a] += sum over the blocks of code*q (each block in [-2048, 2032], see
- * block_dot16; 16 blocks stay within [-32768, 32512]). Each block is decoded in registers as
+/* One weight row against na (<= 4) activation rows over nb (1..BLOCKS16) blocks, in int16
+ * lanes: s[a] += sum over the blocks of code*q. Each block is decoded in registers as
  * decode_block does and multiplied by the activations straight from memory: 7 + 8 * na
  * vector operations per block. asm because GCC 12 spilled and re-decoded here (the int16
  * stage in C "changed nothing"), at about 1.7x these instructions. */
-#define ROW_BLOCKS16 16
 /* bytes ahead of a row's block that row_acts16 fetches: past the next row at k = 2560.
  * Without it a fifth of the four-sequence decode's samples sat on the weight load (perf). */
 #define ROW_PF "1024"
@@ -332,11 +314,7 @@ ALWAYS_INLINE void gemv_rows4(const uint8_t *w, size_t k, size_t r, size_t r1, c
 ALWAYS_INLINE void row_acts16(const uint8_t *wr, size_t nb, const int8_t *q, size_t k,
                               size_t na, __m256i s[4])
 {
-	const __m256i lut_lo = _mm256_setr_epi8(0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1,
-	                                        0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2, 1);
-	const __m256i lut_hi = _mm256_setr_epi8(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 1, 1, 1, 1,
-	                                        0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 1, 1, 1, 1);
-	const __m256i m4 = _mm256_set1_epi8(0x0f);
+	const struct nib d = nib_init();
 	__m256i s0 = s[0], s1 = s[1], s2 = s[2], s3 = s[3], c0, c1, c2, c3, t;
 	const uint8_t *end = wr + nb * BN_I2S_BLOCK_BYTES;
 	size_t k3 = 3 * k;
@@ -366,8 +344,8 @@ ALWAYS_INLINE void row_acts16(const uint8_t *wr, size_t nb, const int8_t *q, siz
 	        : [s0] "+x"(s0), [s1] "+x"(s1), [s2] "+x"(s2), [s3] "+x"(s3), [c0] "=&x"(c0),
 	          [c1] "=&x"(c1), [c2] "=&x"(c2), [c3] "=&x"(c3), [t] "=&x"(t), [w] "+r"(wr),
 	          [q] "+r"(q)
-	        : [k] "r"(k), [k3] "r"(k3), [end] "r"(end), [m4] "x"(m4), [lut_lo] "x"(lut_lo),
-	          [lut_hi] "x"(lut_hi), [na] "i"(na)
+	        : [k] "r"(k), [k3] "r"(k3), [end] "r"(end), [m4] "x"(d.m4), [lut_lo] "x"(d.lut_lo),
+	          [lut_hi] "x"(d.lut_hi), [na] "i"(na)
 	        : "cc", "memory");
 	s[0] = s0;
 	s[1] = s1;
@@ -384,8 +362,8 @@ ALWAYS_INLINE void gemm_row_acts(const uint8_t *wr, size_t k, const int8_t *q, s
 	__m256i acc[4] = { _mm256_setzero_si256(), _mm256_setzero_si256(),
 	                   _mm256_setzero_si256(), _mm256_setzero_si256() };
 	size_t nblk = k / BN_I2S_BLOCK;
-	for (size_t b = 0; b < nblk; b += ROW_BLOCKS16) {
-		size_t nb = nblk - b < ROW_BLOCKS16 ? nblk - b : ROW_BLOCKS16;
+	for (size_t b = 0; b < nblk; b += BLOCKS16) {
+		size_t nb = nblk - b < BLOCKS16 ? nblk - b : BLOCKS16;
 		__m256i s16[4] = { _mm256_setzero_si256(), _mm256_setzero_si256(),
 		                   _mm256_setzero_si256(), _mm256_setzero_si256() };
 		row_acts16(wr + b * BN_I2S_BLOCK_BYTES, nb, q + b * BN_I2S_BLOCK, k, na, s16);
@@ -474,7 +452,7 @@ ROWS2_FN(4)
  * pair of activation rows passes over it; the 4 x 2 register tile then does one 32-element
  * dot per (row, activation) pair and load: 8 accumulators, 6 loads per 8 dots. With
  * AVX-VNNI the dot is one vpdpbusd into int32 lanes; without, maddubs into int16 lanes
- * (each in [-512, 508], see block_dot16) summed over at most GEMM_SEG elements = 64 steps
+ * (each in [-512, 508], see BLOCKS16) summed over at most GEMM_SEG elements = 64 steps
  * ([-32768, 32512], exactly int16's range at the low end; 32 steps flushed twice as often
  * for ~3 % more time) before madd(ones) widens them into int32. Integer sums are exact in
  * any order, so the tiling changes no result; the epilogue is the scalar one's operations
@@ -700,7 +678,10 @@ ALWAYS_INLINE void ternary_body(const uint8_t *w, size_t k, size_t r0, size_t r1
 		size_t r = r0;
 		int32_t acc[4];   /* [4 rows] */
 		for (; r + 4 <= r1; r += 4) {
-			gemv_rows4(w, k, r, r1, q, acc, vnni);
+			if (vnni)
+				gemv_rows4_vnni(w, k, r, r1, q, acc);
+			else
+				gemv_rows4(w, k, r, r1, q, acc);
 			for (int t = 0; t < 4; t++)
 				y[r + t] = epilogue(acc[t], qsum[0], qscale[0], wscale);
 		}
