@@ -1020,31 +1020,8 @@ ALWAYS_INLINE double score_finish(__m512d a0, __m512d a1, const uint16_t *q16,
 	return acc;
 }
 
-/* p [n]: scores with maximum mx -> softmax weights rounded to f16 (rule 4). F16C rounds to
- * nearest even, as bn_f32_to_f16. */
-ALWAYS_INLINE void softmax_f16(float *p, size_t n, float mx)
-{
-	float inv = bn_softmax_exp(p, n, mx);
-	__m256 vinv = _mm256_set1_ps(inv);
-	size_t t = 0;
-	for (; t + 8 <= n; t += 8) {
-		__m128i h = _mm256_cvtps_ph(_mm256_mul_ps(_mm256_loadu_ps(p + t), vinv),
-		                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-		_mm256_storeu_ps(p + t, _mm256_cvtph_ps(h));
-	}
-	for (; t < n; t++)
-		p[t] = bn_f16_to_f32(bn_f32_to_f16(p[t] * inv));
-}
-
-/* One output of the weighted sum of V, t in order (the scalar plugin's loop): p [n]. */
-ALWAYS_INLINE float value_dot(const float *p, const uint16_t *v, size_t stride, size_t n,
-                              size_t d)
-{
-	double acc = 0.0;
-	for (size_t t = 0; t < n; t++)
-		acc += (double)(p[t] * bn_f16_to_f32(v[t * stride + d]));
-	return (float)acc;
-}
+#define BN_ATTN_F16C
+#include "attn-common.h"
 
 static void attn_head(const uint16_t *q16, const uint16_t *k, const uint16_t *v,
                       size_t stride, size_t n, size_t hd, float scale,

@@ -322,25 +322,7 @@ ALWAYS_INLINE double score_finish(float64x2_t a0, float64x2_t a1, const uint16_t
 	return acc;
 }
 
-/* p [n]: scores with maximum mx -> softmax weights rounded to f16 (rule 4), with expf from
- * libm and the portable f16 rounding, element by element, as the scalar plugin: the logits
- * must not depend on the plugin. */
-ALWAYS_INLINE void softmax_f16(float *p, size_t n, float mx)
-{
-	float inv = bn_softmax_exp(p, n, mx);
-	for (size_t t = 0; t < n; t++)
-		p[t] = bn_f16_to_f32(bn_f32_to_f16(p[t] * inv));
-}
-
-/* One output of the weighted sum of V, t in order (the scalar plugin's loop): p [n]. */
-ALWAYS_INLINE float value_dot(const float *p, const uint16_t *v, size_t stride, size_t n,
-                              size_t d)
-{
-	double acc = 0.0;
-	for (size_t t = 0; t < n; t++)
-		acc += (double)(p[t] * bn_f16_to_f32(v[t * stride + d]));
-	return (float)acc;
-}
+#include "attn-common.h"
 
 static void attn_head(const uint16_t *q16, const uint16_t *k, const uint16_t *v,
                       size_t stride, size_t n, size_t hd, float scale,
