@@ -94,7 +94,6 @@ static int init(struct bn_ggufw **out, FILE *fp, bool own, const char *label, st
 	}
 	w->fp = fp;
 	w->own = own;
-	w->unlink_on_fail = own;
 	w->alignment = DEFAULT_ALIGN;
 	*out = w;
 	return 0;
